@@ -1,0 +1,74 @@
+"""Options and defaults, in one place.
+
+Every face (``torch.compile(..., options=...)``, the Python API, the ``torch-tpu`` command) builds a
+:class:`CompileOptions`; nothing else reads environment variables for behaviour.
+
+Example:
+    >>> CompileOptions.from_dict({"target": "bm1688", "precision": "bf16"}).precision
+    'bf16'
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from pathlib import Path
+from typing import Any, Mapping
+
+from torch_tpu.errors import ConfigError
+
+CMODEL_CHOICES = ("auto", "c", "triton", "reference")
+
+
+def _default_cache_dir() -> Path:
+    base = os.environ.get("TORCH_TPU_CACHE_DIR") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "torch_tpu")
+    return Path(base)
+
+
+@dataclasses.dataclass(frozen=True)
+class CompileOptions:
+    """What to compile for and how.
+
+    Attributes:
+        target: a preset name (``bm1684x``, ``bm1688``, ``cv183x``).
+        precision: ``f32``, ``bf16``, ``f16`` or ``int8``.
+        calibration_table: path or table object (INT8).
+        qtable: path or ``{stable_name: precision}`` (mixed precision).
+        dump_dir: write the graph after every stage/pass there, numbered.
+        cmodel: which kernels run the Program (``auto`` picks the fastest available).
+        fallback: let ops the target cannot run execute in eager PyTorch (the torch.compile backend);
+            when False such an op is an error.
+        check: run the invariant checkers between passes (slower; tests turn it on).
+        cache: use the on-disk compile cache.
+        cache_dir: where that cache lives.
+        verbose: print fallback and stage reports.
+    """
+
+    target: str = "bm1684x"
+    precision: str = "f32"
+    calibration_table: Any = None
+    qtable: Any = None
+    dump_dir: str | None = None
+    cmodel: str = "auto"
+    fallback: bool = True
+    check: bool = False
+    cache: bool = True
+    cache_dir: Path = dataclasses.field(default_factory=_default_cache_dir)
+    verbose: bool = True
+
+    @classmethod
+    def from_dict(cls, options: Mapping[str, Any] | None) -> "CompileOptions":
+        options = dict(options or {})
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(options) - known)
+        if unknown:
+            raise ConfigError(f"unknown option(s) {', '.join(unknown)} (known: {', '.join(sorted(known))})")
+        if "cmodel" in options and options["cmodel"] not in CMODEL_CHOICES:
+            raise ConfigError(f"option cmodel={options['cmodel']!r}: choose one of {', '.join(CMODEL_CHOICES)}")
+        if "cache_dir" in options:
+            options["cache_dir"] = Path(options["cache_dir"])
+        return cls(**options)
+
+    def replace(self, **changes: Any) -> "CompileOptions":
+        return dataclasses.replace(self, **changes)
