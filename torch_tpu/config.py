@@ -72,3 +72,14 @@ class CompileOptions:
 
     def replace(self, **changes: Any) -> "CompileOptions":
         return dataclasses.replace(self, **changes)
+
+
+#: Default (min cosine, min Euclidean similarity) of a stage against the one before, by precision.
+#: f32 must match to rounding; bf16 keeps 8 mantissa bits, f16 11; int8 follows TPU-MLIR's usual 0.99/0.90
+#: at the output, looser per layer.
+STAGE_TOLERANCE: dict[str, tuple[float, float]] = {
+    "f32": (0.99999, 0.999),
+    "f16": (0.999, 0.95),
+    "bf16": (0.99, 0.85),
+    "int8": (0.98, 0.80),
+}

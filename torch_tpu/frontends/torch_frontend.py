@@ -90,18 +90,23 @@ def freeze_dynamo_params(gm: fx.GraphModule, example_inputs: Sequence[Any]) -> t
     return user_pos, user_names
 
 
-def capture_dynamo(gm: fx.GraphModule, example_inputs: Sequence[Any], *, meta: dict | None = None) -> tuple[
-        TopGraph, list[int]]:
-    """Dynamo graph -> (TOP graph, positions of the user inputs among dynamo's inputs)."""
-    user_pos, user_names = freeze_dynamo_params(gm, example_inputs)
+def capture_frozen(gm: fx.GraphModule, user_args: Sequence[Any], user_names: Sequence[str], *,
+                   meta: dict | None = None) -> TopGraph:
+    """Export a dynamo graph whose parameters were frozen by :func:`freeze_dynamo_params`."""
     paths = {str(n.target): n.meta["param_path"] for n in gm.graph.nodes if n.op == "get_attr"
              and "param_path" in n.meta}
-    args = tuple(example_inputs[i] for i in user_pos)
     with torch.no_grad():
-        ep = _decompose(_export(gm, args, None, "the torch.compile graph"))
+        ep = _decompose(_export(gm, tuple(user_args), None, "the torch.compile graph"))
 
     def attr_name(n: fx.Node) -> str:
         return paths.get(str(n.target), str(n.target))
 
-    top = _to_top(ep, input_names=user_names, source="torch", meta=meta, out_spec=None, attr_name=attr_name)
+    return _to_top(ep, input_names=user_names, source="torch", meta=meta, out_spec=None, attr_name=attr_name)
+
+
+def capture_dynamo(gm: fx.GraphModule, example_inputs: Sequence[Any], *, meta: dict | None = None) -> tuple[
+        TopGraph, list[int]]:
+    """Dynamo graph -> (TOP graph, positions of the user inputs among dynamo's inputs)."""
+    user_pos, user_names = freeze_dynamo_params(gm, example_inputs)
+    top = capture_frozen(gm, [example_inputs[i] for i in user_pos], user_names, meta=meta)
     return top, user_pos

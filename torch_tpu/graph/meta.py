@@ -54,11 +54,21 @@ def refresh_meta(gm: fx.GraphModule, inputs: Sequence[torch.Tensor] | None = Non
 
 class _NamedRecorder(fx.Interpreter):
     def __init__(self, gm: fx.GraphModule, keep: Callable[[fx.Node], bool] | None,
-                 hook: Callable[[fx.Node, Any], Any] | None):
+                 hook: Callable[[fx.Node, Any], Any] | None, recurse: bool = False):
         super().__init__(gm, garbage_collect_values=True)
+        self.recurse = recurse
         self.values: dict[str, torch.Tensor] = {}
         self.keep = keep
         self.hook = hook
+
+    def call_module(self, target, args, kwargs):
+        sub = self.fetch_attr(target)
+        if self.recurse and isinstance(sub, fx.GraphModule):
+            inner = _NamedRecorder(sub, self.keep, self.hook, recurse=True)
+            out = inner.run(*args, **kwargs)
+            self.values.update(inner.values)
+            return out
+        return super().call_module(target, args, kwargs)
 
     def run_node(self, n: fx.Node) -> Any:
         out = super().run_node(n)
@@ -73,13 +83,15 @@ class _NamedRecorder(fx.Interpreter):
 
 
 def run_named(gm: fx.GraphModule, *inputs: torch.Tensor, keep: Callable[[fx.Node], bool] | None = None,
-              hook: Callable[[fx.Node, Any], Any] | None = None) -> tuple[Any, dict[str, torch.Tensor]]:
+              hook: Callable[[fx.Node, Any], Any] | None = None,
+              recurse: bool = True) -> tuple[Any, dict[str, torch.Tensor]]:
     """Run ``gm`` and return ``(outputs, {stable_name: tensor})`` for every tensor value (in graph order).
 
     ``keep`` filters which nodes are recorded; ``hook(node, value)`` may observe (or replace, by
-    returning a tensor) each value as it is produced — calibration observers use it.
+    returning a tensor) each value as it is produced — calibration observers use it. With ``recurse``,
+    values inside GraphModule children (the partitions of a lowered graph) are recorded too.
     """
-    rec = _NamedRecorder(gm, keep, hook)
+    rec = _NamedRecorder(gm, keep, hook, recurse)
     with torch.no_grad():
         out = rec.run(*inputs)
     return out, rec.values

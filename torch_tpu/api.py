@@ -1,0 +1,116 @@
+"""The Python faces of torch_tpu (the names of DESIGN.md's public surface).
+
+Example:
+    >>> import torch, torchvision, torch_tpu
+    >>> model = torchvision.models.resnet18().eval()
+    >>> x = torch.randn(1, 3, 224, 224)
+    >>> top = torch_tpu.transform(model, example_inputs=(x,))            # TOP graph
+    >>> fast = torch.compile(model, backend="tpu", options={"precision": "bf16"})
+    >>> rep = torch_tpu.compare(model(x), fast(x), tolerance=(0.99, 0.9))  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+
+from torch_tpu.config import CompileOptions
+from torch_tpu.errors import ConfigError, ModelFormatError
+from torch_tpu.frontends.torch_frontend import capture_module
+from torch_tpu.fx_passes import run_pipeline
+from torch_tpu.graph.top import TopGraph, load_top
+from torch_tpu.verify.compare import CompareReport
+from torch_tpu.verify.compare import compare as _compare
+
+
+def transform(model_or_path: torch.nn.Module | str | os.PathLike, example_inputs: Sequence[Any] | None = None, *,
+              preprocess: Any = None, weights: str | os.PathLike | None = None,
+              input_shapes: dict[str, list[int]] | None = None, optimize: bool = True,
+              dump_dir: str | os.PathLike | None = None, check: bool = False) -> TopGraph:
+    """A model -> its TOP graph (core ATen, stable names, after the fx_passes pipeline).
+
+    Args:
+        model_or_path: an ``nn.Module``, or a file: ``.onnx``, ``.prototxt`` (with ``weights=`` the
+            ``.caffemodel``), ``.tflite``, or a saved TOP graph ``.pt2``.
+        example_inputs: inputs for an ``nn.Module`` (shapes and dtypes are taken from them).
+        preprocess: a preprocessing config stored with the graph (``frontends.preprocess``).
+        input_shapes: for files with dynamic input dimensions.
+        optimize: run the fx_passes pipeline (BN folding, constant folding, ...).
+        dump_dir: write the graph after capture and after every pass.
+        check: run the TOP checker after every pass.
+
+    Example:
+        >>> top = torch_tpu.transform(torchvision.models.resnet18(), (torch.randn(1, 3, 224, 224),))
+        >>> top.save("resnet18")   # resnet18.pt2 + resnet18.txt                       # doctest: +SKIP
+    """
+    if isinstance(model_or_path, torch.nn.Module):
+        if example_inputs is None:
+            raise ConfigError("transform(nn.Module) needs example_inputs")
+        meta = {}
+        if preprocess is not None:
+            meta["preprocess"] = preprocess.to_dict() if hasattr(preprocess, "to_dict") else dict(preprocess)
+        top = capture_module(model_or_path, tuple(example_inputs), meta=meta)
+    else:
+        top = _load_file(Path(model_or_path), weights=weights, input_shapes=input_shapes, preprocess=preprocess)
+    if dump_dir is not None:
+        Path(dump_dir).mkdir(parents=True, exist_ok=True)
+        (Path(dump_dir) / "00_captured.txt").write_text(top.text())
+    if optimize:
+        run_pipeline(top.gm, dump_dir=Path(dump_dir) if dump_dir else None, check=check)
+    return top
+
+
+def _load_file(path: Path, *, weights, input_shapes, preprocess) -> TopGraph:
+    if not path.exists():
+        raise ModelFormatError(str(path), "no such file")
+    suffix = path.suffix.lower()
+    if suffix == ".pt2":
+        return load_top(path)
+    if suffix == ".onnx":
+        from torch_tpu.frontends.onnx_frontend import load_onnx
+        return load_onnx(path, input_shapes=input_shapes, preprocess=preprocess)
+    if suffix == ".prototxt":
+        from torch_tpu.frontends.caffe import load_caffe
+        if weights is None:
+            raise ConfigError(f"{path}: a Caffe model needs weights= the .caffemodel file")
+        return load_caffe(path, weights, input_shapes=input_shapes, preprocess=preprocess)
+    if suffix == ".tflite":
+        from torch_tpu.frontends.tflite import load_tflite
+        return load_tflite(path, preprocess=preprocess)
+    raise ModelFormatError(str(path), f"unknown model format '{suffix}' (known: .onnx, .prototxt, .tflite, .pt2)")
+
+
+def compare(a: Any, b: Any, tolerance: tuple[float, float] = (0.99, 0.99), **kwargs: Any) -> CompareReport:
+    """Per named tensor: cosine, Euclidean similarity, SQNR, max abs diff (see :mod:`torch_tpu.verify`).
+
+    Example:
+        >>> rep = torch_tpu.compare({"y": ref}, {"y": out}, tolerance=(0.99, 0.9))   # doctest: +SKIP
+        >>> print(rep); rep.raise_if_failed()                                       # doctest: +SKIP
+    """
+    return _compare(a, b, tolerance, **kwargs)
+
+
+def compile(model: torch.nn.Module, example_inputs: Sequence[Any] | None = None, *, target: str = "bm1684x",
+            precision: str = "f32", **options: Any) -> torch.nn.Module:
+    """One call: ``torch.compile(model, backend="tpu", options=...)``, compiled right away on
+    ``example_inputs`` when given (so errors and fallbacks show here, not at the first real call).
+
+    Example:
+        >>> fast = torch_tpu.compile(model, (x,), precision="bf16")   # doctest: +SKIP
+    """
+    from torch_tpu.backend import tpu_backend
+
+    opts = CompileOptions.from_dict({"target": target, "precision": precision, **options})
+    compiled = torch.compile(model.eval(), backend=tpu_backend, options=_as_options_dict(opts))
+    if example_inputs is not None:
+        with torch.no_grad():
+            compiled(*example_inputs)
+    return compiled
+
+
+def _as_options_dict(opts: CompileOptions) -> dict[str, Any]:
+    import dataclasses
+    return {f.name: getattr(opts, f.name) for f in dataclasses.fields(opts)}

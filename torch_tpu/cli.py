@@ -1,0 +1,126 @@
+"""``torch-tpu``: the steps from the shell, shaped like TPU-MLIR's tools.
+
+    torch-tpu transform --torchvision resnet18 --input-shape 1,3,224,224 -o out/resnet18
+    torch-tpu transform --model model.onnx -o out/model          # writes out/model.pt2 + out/model.txt
+    torch-tpu compare ref.npz out.npz --tolerance 0.99,0.90      # like npz_tool compare
+
+Exit status: 0 on success, 1 when a comparison fails, 2 on bad input (with a one-line error).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Sequence
+
+import torch
+
+from torch_tpu.errors import TorchTpuError
+
+
+def _floats(text: str) -> tuple[float, float]:
+    parts = [float(x) for x in text.split(",")]
+    if len(parts) != 2:
+        raise argparse.ArgumentTypeError("expected COS,EUCLID, e.g. 0.99,0.90")
+    return parts[0], parts[1]
+
+
+def _shape(text: str) -> list[int]:
+    return [int(x) for x in text.replace("x", ",").split(",") if x]
+
+
+def _cmd_compare(args: argparse.Namespace) -> int:
+    from torch_tpu.verify.compare import compare, load_npz
+    a, b = load_npz(args.reference), load_npz(args.target)
+    rep = compare(a, b, args.tolerance, title=f"{args.target} vs {args.reference}")
+    print(rep.table(max_rows=None if args.verbose else 60))
+    return 0 if rep.ok else 1
+
+
+def _cmd_transform(args: argparse.Namespace) -> int:
+    import torch_tpu
+    from torch_tpu.verify.compare import compare, load_npz, save_npz
+
+    if args.torchvision:
+        import torchvision
+        try:
+            builder = getattr(torchvision.models, args.torchvision)
+        except AttributeError:
+            raise TorchTpuError(f"torchvision has no model '{args.torchvision}'") from None
+        torch.manual_seed(args.seed)
+        model = builder().eval()
+        shape = args.input_shape or [1, 3, 224, 224]
+        x = load_npz(args.test_input)[next(iter(load_npz(args.test_input)))] if args.test_input else torch.randn(shape)
+        top = torch_tpu.transform(model, (x,), dump_dir=args.dump_dir)
+        with torch.no_grad():
+            ref = model(x)
+        got = top(x)
+        source = "eager PyTorch"
+    elif args.model:
+        shapes = None
+        if args.input_shapes:
+            shapes = {k: _shape(v) for k, v in (item.split(":") for item in args.input_shapes)}
+        top = torch_tpu.transform(args.model, weights=args.weights, input_shapes=shapes, dump_dir=args.dump_dir)
+        x = None
+        ref = got = None
+        source = ""
+        if not args.no_validate:
+            from torch_tpu.frontends import validate as validate_mod
+            x = (tuple(load_npz(args.test_input).values()) if args.test_input else top.example_inputs())
+            ref, source = validate_mod.run_source(args.model, x, weights=args.weights)
+            got = top.run_flat(*x)
+    else:
+        raise TorchTpuError("transform needs --model FILE or --torchvision NAME")
+    out = top.save(args.output)
+    print(f"wrote {out} and {out.with_suffix('.txt')}")
+    if ref is not None:
+        rep = compare(ref, got, args.tolerance, title=f"TOP vs {source}")
+        print(rep.table())
+        if args.save_outputs:
+            got_flat = got if isinstance(got, (tuple, list)) else (got,)
+            save_npz(args.save_outputs, dict(zip(top.output_names, got_flat)))
+        return 0 if rep.ok else 1
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="torch-tpu", description=__doc__.split("\n")[0])
+    sub = p.add_subparsers(dest="command", required=True)
+
+    c = sub.add_parser("compare", help="compare two .npz files of named tensors")
+    c.add_argument("reference")
+    c.add_argument("target")
+    c.add_argument("--tolerance", type=_floats, default=(0.99, 0.99), help="min cosine,min euclidean")
+    c.add_argument("-v", "--verbose", action="store_true", help="print every row")
+    c.set_defaults(fn=_cmd_compare)
+
+    t = sub.add_parser("transform", help="a model -> TOP graph (.pt2 + .txt), validated against its source")
+    src = t.add_mutually_exclusive_group(required=True)
+    src.add_argument("--model", help=".onnx, .prototxt (with --weights), .tflite, or .pt2")
+    src.add_argument("--torchvision", help="a torchvision model name (random weights, --seed)")
+    t.add_argument("--weights", help="the .caffemodel of a .prototxt")
+    t.add_argument("--input-shape", type=_shape, help="for --torchvision, e.g. 1,3,224,224")
+    t.add_argument("--input-shapes", nargs="*", help="NAME:1x3x224x224 for dynamic model inputs")
+    t.add_argument("--test-input", help=".npz with the input tensors")
+    t.add_argument("--save-outputs", help="write the TOP outputs to this .npz")
+    t.add_argument("--tolerance", type=_floats, default=(0.99999, 0.999))
+    t.add_argument("--no-validate", action="store_true")
+    t.add_argument("--dump-dir")
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("-o", "--output", required=True, help="output path without suffix")
+    t.set_defaults(fn=_cmd_transform)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.fn(args)
+    except TorchTpuError as e:
+        print(f"torch-tpu {args.command}: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
