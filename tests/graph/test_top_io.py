@@ -67,3 +67,16 @@ def test_truncated_archive_is_a_clear_error(small_top, tmp_path):
     cut.write_bytes(data[: len(data) // 2])
     with pytest.raises(ModelFormatError):
         load_top(cut)
+
+
+def test_top_values_match_eager_module_outputs_by_name(small_top):
+    from torch_tpu.verify import compare, module_outputs
+    model, x, top = small_top
+    ref = module_outputs(model, (x,))
+    vals = top.named_values(x)
+    common = [n for n in vals if n in ref]
+    # convs, BatchNorms, ReLUs (called twice per block: relu, relu_1), blocks, pools, fc
+    assert {"conv1", "bn1", "layer1.0.conv1", "layer1.0.bn1", "layer1.0.relu_1", "avgpool", "fc"} <= set(common)
+    rep = compare(ref, vals, tolerance=(0.99999, 0.9999), names=common)
+    rep.raise_if_failed()
+    assert rep.min_cosine() > 0.99999

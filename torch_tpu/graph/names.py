@@ -6,8 +6,9 @@ A stable name carries over from the source model: the ``nn.Module`` path for PyT
 
 Rules for PyTorch modules (both ``torch_tpu.transform`` and ``torch.compile`` use them):
 
-* the value nodes produced inside one module get its path; when a module produces several values,
-  each gets ``<path>.<op>`` with ``_1``, ``_2``... on repeats (``encoder.layer.0.attention.self.matmul_1``);
+* the value a module call returns gets the module path; the other values computed inside it get
+  ``<path>.<op>`` with ``_1``, ``_2``... on repeats (``encoder.layer.0.attention.self.matmul_1``); a module
+  called a second time gets ``<path>_1`` (so eager forward hooks and TOP values meet by name);
 * ops at the top level of ``forward`` are named by their op (``flatten``, ``add_3``);
 * element 0 of a multi-output op (BatchNorm's tuple, max-pool's values and indices) takes the base name,
   element ``i > 0`` takes ``<base>#i``, the tuple itself ``<base>#tuple``;
@@ -142,10 +143,19 @@ def assign_module_names(gm: fx.GraphModule,
         by_call[module_call(n)[0]].append(n)
     for key, group in by_call.items():
         path = key.split("|", 1)[1] if key else ""
+        call_key = key.split("|", 1)[0]
+
+        def escapes(n: fx.Node) -> bool:
+            """Is ``n`` used outside this module call (its whole subtree of calls)?"""
+            users = [w for u in n.users for w in (u.users if u.target is operator.getitem else [u])]
+            return any(u.op == "output" or call_key not in (u.meta.get("nn_module_stack") or {}) for u in users)
+
+        outs = [n for n in group if escapes(n)] if path else []
+        main = outs[0] if len(outs) == 1 else None
         counts: dict[str, int] = defaultdict(int)
         for n in group:
             short = op_short_name(n.target)
-            if path and len(group) == 1:
+            if n is main:
                 base = path
             else:
                 k = counts[short]

@@ -1,0 +1,131 @@
+import logging
+import subprocess
+import sys
+
+import pytest
+import torch
+import torch.nn as nn
+
+from torch_tpu.backend import recent_compiles
+from torch_tpu.errors import ConfigError, TargetError
+
+
+class Net(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 8, 3, padding=1)
+        self.bn = nn.BatchNorm2d(8)
+        self.fc = nn.Linear(8, 10)
+
+    def forward(self, x):
+        y = torch.relu(self.bn(self.conv(x)))
+        return self.fc(y.mean((2, 3)))
+
+
+class WithTopk(Net):
+    def forward(self, x):
+        logits = super().forward(x)
+        vals, _ = torch.topk(logits, 3, dim=-1)   # no TPU rule: must fall back to eager
+        return torch.sigmoid(vals)
+
+
+def _cause(exc, kind):
+    while exc is not None:
+        if isinstance(exc, kind):
+            return exc
+        exc = exc.__cause__ or getattr(exc, "inner_exception", None)
+    return None
+
+
+def test_entry_point_in_a_process_that_never_imports_torch_tpu():
+    code = (
+        "import sys, torch, torch.nn as nn\n"
+        "m = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU()).eval()\n"
+        "x = torch.randn(1, 3, 8, 8)\n"
+        "assert 'torch_tpu' not in sys.modules\n"
+        "y = torch.compile(m, backend='tpu', options={'cache': False})(x)\n"
+        "torch.testing.assert_close(y, m(x), rtol=1e-5, atol=1e-6)\n"
+        "assert 'torch_tpu' in sys.modules\n"
+        "print('OK')\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0 and "OK" in proc.stdout, proc.stderr[-2000:]
+
+
+def test_fallback_op_runs_in_eager_with_one_report_line(caplog):
+    torch._dynamo.reset()
+    model = WithTopk().eval()
+    x = torch.randn(2, 3, 8, 8)
+    with caplog.at_level(logging.WARNING, logger="torch_tpu"):
+        got = torch.compile(model, backend="tpu", options={"cache": False})(x)
+    torch.testing.assert_close(got, model(x), rtol=1e-5, atol=1e-6)
+    c = recent_compiles()[-1]
+    assert [f.op for f in c.fallbacks] == ["aten.topk.default"]
+    lines = [r.getMessage() for r in caplog.records if "fallback to eager" in r.getMessage()]
+    assert len(lines) == 1 and "aten.topk" in lines[0] and "test_backend.py" in lines[0]
+
+
+def test_no_fallback_option_turns_it_into_an_error():
+    torch._dynamo.reset()
+    fn = torch.compile(WithTopk().eval(), backend="tpu", options={"cache": False, "fallback": False})
+    with pytest.raises(Exception) as info:
+        fn(torch.randn(1, 3, 8, 8))
+    err = _cause(info.value, __import__("torch_tpu").errors.UnsupportedOpError)
+    assert err is not None and "topk" in str(err)
+
+
+def test_dump_dir_writes_every_stage(tmp_path):
+    torch._dynamo.reset()
+    torch.compile(Net().eval(), backend="tpu", options={"dump_dir": str(tmp_path), "cache": False})(
+        torch.randn(1, 3, 8, 8))
+    names = sorted(p.name for p in tmp_path.iterdir())
+    assert names[:4] == ["00_dynamo_graph.txt", "01_top_captured.txt", "02_top.txt", "03_tpu_bm1684x_f32.txt"]
+    passes = sorted(p.name for p in (tmp_path / "passes").iterdir())
+    assert len(passes) >= 5 and passes[0].startswith("00") or passes[0].startswith("01")
+    assert "bn" in (tmp_path / "01_top_captured.txt").read_text()
+
+
+def test_new_shapes_recompile_within_limits():
+    torch._dynamo.reset()
+    model = Net().eval()
+    fn = torch.compile(model, backend="tpu", options={"cache": False})
+    for batch, size in [(1, 8), (2, 8), (3, 8), (2, 12), (4, 12)]:
+        x = torch.randn(batch, 3, size, size)
+        torch.testing.assert_close(fn(x), model(x), rtol=1e-5, atol=1e-6)
+
+
+def test_on_disk_cache_gives_the_same_graph(tmp_path):
+    model = Net().eval()
+    x = torch.randn(1, 3, 8, 8)
+    outs = []
+    for _ in range(2):
+        torch._dynamo.reset()
+        outs.append(torch.compile(model, backend="tpu", options={"cache_dir": str(tmp_path)})(x))
+    first, second = recent_compiles()[-2:]
+    assert not first.from_cache and second.from_cache
+    assert second.text() == first.text()
+    assert torch.equal(outs[0], outs[1])
+
+
+def test_bad_options_are_clear_errors():
+    torch._dynamo.reset()
+    with pytest.raises(Exception) as info:
+        torch.compile(Net().eval(), backend="tpu", options={"precison": "bf16"})(torch.randn(1, 3, 8, 8))
+    assert _cause(info.value, ConfigError) is not None and "precison" in str(info.value)
+    torch._dynamo.reset()
+    with pytest.raises(Exception) as info:
+        torch.compile(Net().eval(), backend="tpu", options={"target": "cv183x", "precision": "f32"})(
+            torch.randn(1, 3, 8, 8))
+    err = _cause(info.value, TargetError)
+    assert err is not None and "cv183x has no precision f32" in str(err)
+
+
+def test_stage_check_passes_in_bf16():
+    torch._dynamo.reset()
+    model = Net().eval()
+    x = torch.randn(1, 3, 8, 8)
+    torch.compile(model, backend="tpu", options={"precision": "bf16", "cache": False})(x)
+    reports = recent_compiles()[-1].check(x)
+    assert len(reports) == 3
+    for rep in reports:
+        rep.raise_if_failed()
+    assert len(reports[1].rows) > 3  # per named tensor, not only outputs
