@@ -1,0 +1,208 @@
+"""Calibration over a TOP graph: observe, choose thresholds, propagate, (search,) tune, write a table.
+
+Steps of :func:`calibrate`:
+
+1. **observe** — up to ``num_samples`` items of ``data`` run through the graph with
+   :func:`torch_tpu.graph.meta.run_named`; a hook feeds every activation (float graph input or computed
+   float value, see :func:`~torch_tpu.quant.propagate.is_activation`) to a streaming
+   :class:`~torch_tpu.quant.observers.HistogramObserver` keyed by stable name. Nothing is recorded, so
+   memory does not grow with the number of samples; only the first ``tune_num`` items are kept (for
+   tune/search).
+2. **thresholds** — the method (:mod:`torch_tpu.quant.thresholds`) per tensor;
+3. **propagation** — scale groups share the largest source threshold
+   (:mod:`torch_tpu.quant.propagate`);
+4. ``method="search"`` — per group, the best of kl/max/percentile/mse for the network output
+   (:mod:`torch_tpu.quant.search`, on the tune samples, or on up to 5 samples when ``tune_num == 0``);
+5. **tune** — ``tune_num > 0``: sweep toward the max per group (:mod:`torch_tpu.quant.tune`).
+
+Example:
+    >>> top = capture_module(model, (x,))                                     # doctest: +SKIP
+    >>> table = calibrate(top, [torch.randn(1, 3, 32, 32) for _ in range(20)], tune_num=2)   # doctest: +SKIP
+    >>> table.save("model_cali_table")                                       # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+from pathlib import Path
+from typing import Any, Iterable, Iterator, Sequence
+
+import numpy as np
+import torch
+import torch.fx as fx
+from tqdm.auto import tqdm
+
+from torch_tpu.graph.meta import run_named
+from torch_tpu.graph.names import stable_name
+from torch_tpu.quant.observers import DEFAULT_BINS, CalibrationError, ObserverSet
+from torch_tpu.quant.propagate import ScaleGroup, is_activation, propagate_thresholds, scale_groups
+from torch_tpu.quant.search import SEARCH_METHODS, search_thresholds
+from torch_tpu.quant.tables import CalibrationEntry, CalibrationTable
+from torch_tpu.quant.thresholds import THRESHOLD_METHODS, compute_threshold
+from torch_tpu.quant.tune import DEFAULT_TUNE_STEPS, tune_thresholds
+
+SEARCH_SAMPLES_WITHOUT_TUNE = 5
+
+
+def graph_module(top: Any) -> fx.GraphModule:
+    """The GraphModule of a :class:`~torch_tpu.graph.top.TopGraph` (or a GraphModule itself)."""
+    gm = getattr(top, "gm", top)
+    if not isinstance(gm, fx.GraphModule):
+        raise CalibrationError(f"calibrate: expects a TopGraph or torch.fx.GraphModule, got {type(top).__name__}")
+    return gm
+
+
+def as_inputs(item: Any, index: int) -> tuple[torch.Tensor, ...]:
+    """One data item (tensor, ndarray, or tuple/list of them) as a tuple of tensors."""
+    items = item if isinstance(item, (tuple, list)) else (item,)
+    out = []
+    for x in items:
+        if isinstance(x, np.ndarray):
+            x = torch.from_numpy(x)
+        if not isinstance(x, torch.Tensor):
+            raise CalibrationError(f"calibration sample {index}: expected tensors or arrays, got {type(x).__name__}")
+        out.append(x)
+    return tuple(out)
+
+
+def load_samples(folder: str | os.PathLike, input_names: Sequence[str] | None = None
+                 ) -> Iterator[tuple[torch.Tensor, ...]]:
+    """Samples from a folder of ``.npy`` / ``.npz`` files, in sorted file-name order (lazily, one at a time).
+
+    A ``.npy`` file is one single-input sample. An ``.npz`` file is one sample whose arrays are taken by
+    graph input name when ``input_names`` are given and all present, else in the file's order.
+    Nothing is unpickled (``allow_pickle=False``).
+    """
+    root = Path(folder)
+    if not root.is_dir():
+        raise CalibrationError(f"{root}: not a folder of .npy/.npz samples")
+    files = sorted(p for p in root.iterdir() if p.suffix in (".npy", ".npz"))
+    if not files:
+        raise CalibrationError(f"{root}: no .npy or .npz files")
+    for path in files:
+        try:
+            if path.suffix == ".npy":
+                yield (torch.from_numpy(np.load(path, allow_pickle=False)),)
+                continue
+            with np.load(path, allow_pickle=False) as z:
+                keys = list(z.files)
+                if input_names and all(n in keys for n in input_names):
+                    keys = list(input_names)
+                yield tuple(torch.from_numpy(z[k]) for k in keys)
+        except (OSError, ValueError) as e:
+            raise CalibrationError(f"{path}: cannot read sample ({e})") from None
+
+
+def observe(top: Any, data: Iterable[Any], num_samples: int = 100, *, keep: int = 0, progress: bool = True,
+            bins: int = DEFAULT_BINS, observers: ObserverSet | None = None
+            ) -> tuple[ObserverSet, list[tuple[torch.Tensor, ...]], int]:
+    """Stream ``data`` through the graph and collect statistics for every activation.
+
+    Args:
+        top: TopGraph or GraphModule.
+        data: iterable of samples (tensor / array / tuple of them); only the first ``num_samples`` are used.
+        keep: how many of the first samples to keep and return (for tune/search).
+        observers: an existing set to add to (e.g. to continue, or to merge runs later).
+
+    Returns:
+        ``(observers, kept samples, number of samples seen)``.
+    """
+    gm = graph_module(top)
+    obs = observers if observers is not None else ObserverSet(bins)
+    names = {n: stable_name(n) for n in gm.graph.nodes if is_activation(n)}
+
+    def hook(node: fx.Node, value: Any) -> None:
+        name = names.get(node)
+        if name is not None and isinstance(value, torch.Tensor):
+            obs.update(name, value)
+
+    kept: list[tuple[torch.Tensor, ...]] = []
+    count = 0
+    n_inputs = sum(1 for n in gm.graph.nodes if n.op == "placeholder")
+    bar = tqdm(total=num_samples, desc="calibrate", disable=not progress)
+    try:
+        for i, item in enumerate(itertools.islice(data, num_samples)):
+            inputs = as_inputs(item, i)
+            if len(inputs) != n_inputs:
+                raise CalibrationError(f"calibration sample {i}: {len(inputs)} tensor(s) for a graph with "
+                                       f"{n_inputs} input(s)")
+            run_named(gm, *inputs, keep=lambda n: False, hook=hook)
+            if len(kept) < keep:
+                kept.append(tuple(t.clone() for t in inputs))
+            count += 1
+            bar.update(1)
+    finally:
+        bar.close()
+    if count == 0:
+        raise CalibrationError("calibrate: the data gave no samples")
+    return obs, kept, count
+
+
+def method_thresholds(gm: fx.GraphModule, observers: ObserverSet, groups: Sequence[ScaleGroup], method: str,
+                      **options: Any) -> dict[str, float]:
+    """Per activation: the method's threshold for its group's sources, then propagated to all members."""
+    raw = {}
+    for g in groups:
+        for s in g.sources:
+            raw[s] = compute_threshold(observers[s], method, **options)
+    return propagate_thresholds(groups, raw)
+
+
+def calibrate(top: Any, data: Iterable[Any], method: str = "kl", num_samples: int = 100, tune_num: int = 5,
+              progress: bool = True, *, bins: int = DEFAULT_BINS, tune_steps: int = DEFAULT_TUNE_STEPS,
+              percentile: float | None = None, observers: ObserverSet | None = None) -> CalibrationTable:
+    """Calibrate a TOP graph: thresholds for every activation, in a :class:`CalibrationTable`.
+
+    Args:
+        top: a :class:`~torch_tpu.graph.top.TopGraph` (or its GraphModule).
+        data: iterable of samples: tensors, numpy arrays, or tuples of them (one per graph input); or a
+            folder of ``.npy``/``.npz`` files (:func:`load_samples`).
+        method: ``kl``, ``max``, ``percentile``, ``mse`` or ``search``.
+        num_samples: how many samples to observe (fewer if ``data`` ends first).
+        tune_num: samples for the tune step (0: no tuning).
+        progress: show tqdm progress bars.
+        bins: histogram bins per tensor.
+        tune_steps: candidates per group in the tune sweep (beyond the starting threshold).
+        percentile: for ``method="percentile"`` (default 99.99).
+        observers: pre-collected statistics (e.g. merged from several processes); ``data`` is then only
+            used for the tune/search samples and its statistics are added.
+
+    Returns:
+        The table (entries in graph order, header: method, bins, sample and tune numbers).
+
+    Raises:
+        CalibrationError: unknown method, empty data, non-finite activations.
+    """
+    if method != "search" and method not in THRESHOLD_METHODS:
+        raise CalibrationError(f"calibrate: unknown method '{method}' (choose one of "
+                               f"{', '.join(sorted(THRESHOLD_METHODS))}, search)")
+    if num_samples <= 0 or tune_num < 0:
+        raise CalibrationError(f"calibrate: num_samples must be > 0 and tune_num >= 0 "
+                               f"(got {num_samples}, {tune_num})")
+    gm = graph_module(top)
+    if isinstance(data, (str, os.PathLike)):
+        data = load_samples(data, [stable_name(n) for n in gm.graph.nodes if n.op == "placeholder"])
+    keep = tune_num if (tune_num > 0 or method != "search") else SEARCH_SAMPLES_WITHOUT_TUNE
+    obs, samples, count = observe(gm, data, num_samples, keep=keep, progress=progress, bins=bins,
+                                  observers=observers)
+    groups = scale_groups(gm)
+    opts = {"percentile": percentile} if percentile is not None else {}
+    if method == "search":
+        per_method = {m: method_thresholds(gm, obs, groups, m, **(opts if m == "percentile" else {}))
+                      for m in SEARCH_METHODS}
+        thresholds, _ = search_thresholds(gm, samples, groups, per_method, progress=progress)
+    else:
+        thresholds = method_thresholds(gm, obs, groups, method, **(opts if method == "percentile" else {}))
+    if tune_num > 0:
+        abs_max = {name: obs[name].abs_max for name in thresholds}
+        thresholds, _ = tune_thresholds(gm, samples[:tune_num], groups, thresholds, abs_max, steps=tune_steps,
+                                        progress=progress)
+    entries = {}
+    for n in gm.graph.nodes:
+        if is_activation(n):
+            name = stable_name(n)
+            o = obs[name]
+            entries[name] = CalibrationEntry(float(thresholds[name]), float(o.min), float(o.max))
+    return CalibrationTable(entries, method=method, histogram_bins=bins, sample_number=count,
+                            tune_number=min(tune_num, len(samples)))

@@ -1,0 +1,112 @@
+"""Float simulation of int8 (fake quantization) over a TOP graph, for tune, search and accuracy checks.
+
+* activations: every float value whose stable name has a threshold ``T`` is replaced, as it is
+  produced, by ``fake_quantize(x, T / 127)`` (per-tensor symmetric int8, half away from zero) — what
+  an int8 graph computes up to accumulator rounding;
+* weights (optional): every float ``get_attr`` with 2 or more dims is fake-quantized per output channel
+  (axis 0) with ``scale_c = max|w_c| / 127``; 1-D constants (biases) stay float, as int32 biases are
+  exact to ``scale_in · scale_w / 2``.
+
+All quantize/dequantize arithmetic comes from :mod:`torch_tpu.fixed_point`.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Mapping, Sequence
+
+import torch
+import torch.fx as fx
+
+from torch_tpu.fixed_point import fake_quantize, scale_from_threshold
+from torch_tpu.graph.meta import run_named
+from torch_tpu.graph.names import stable_name
+
+
+def cosine(a: torch.Tensor, b: torch.Tensor) -> float:
+    """Cosine similarity of two tensors, flattened, in float64 (1.0 when both are all zeros)."""
+    a = a.detach().flatten().to(torch.float64)
+    b = b.detach().flatten().to(torch.float64)
+    na, nb = a.norm(), b.norm()
+    if na == 0 and nb == 0:
+        return 1.0
+    if na == 0 or nb == 0:
+        return 0.0
+    return float((a @ b) / (na * nb))
+
+
+def first_float(v: Any) -> torch.Tensor | None:
+    """The value itself if it is a float tensor, else the first float tensor of a tuple/list."""
+    if isinstance(v, torch.Tensor):
+        return v if v.is_floating_point() else None
+    if isinstance(v, (tuple, list)):
+        for x in v:
+            t = first_float(x)
+            if t is not None:
+                return t
+    return None
+
+
+def fake_quant_weight(w: torch.Tensor) -> torch.Tensor:
+    """Per-output-channel (axis 0) symmetric int8 fake quantization of a weight tensor."""
+    amax = w.detach().abs().flatten(1).amax(dim=1)
+    return fake_quantize(w, scale_from_threshold(amax), axis=0)
+
+
+def fake_quant_hook(thresholds: Mapping[str, float], quantize_weights: bool = False
+                    ) -> Callable[[fx.Node, Any], Any]:
+    """A :func:`run_named` hook that fake-quantizes activations (and optionally weights) as they appear."""
+    def hook(node: fx.Node, value: Any) -> Any:
+        if not isinstance(value, torch.Tensor) or not value.is_floating_point():
+            return None
+        if node.op == "get_attr":
+            return fake_quant_weight(value) if quantize_weights and value.ndim >= 2 else None
+        t = thresholds.get(stable_name(node))
+        if t is None:
+            return None
+        return fake_quantize(value, scale_from_threshold(t))
+    return hook
+
+
+def run_fake_quant(gm: fx.GraphModule, inputs: Sequence[torch.Tensor], thresholds: Mapping[str, float], *,
+                   quantize_weights: bool = False) -> tuple[torch.Tensor, ...]:
+    """Run ``gm`` with the activations named in ``thresholds`` fake-quantized; returns the flat outputs."""
+    out, _ = run_named(gm, *inputs, keep=lambda n: False, hook=fake_quant_hook(thresholds, quantize_weights))
+    return tuple(out) if isinstance(out, (tuple, list)) else (out,)
+
+
+def run_float(gm: fx.GraphModule, inputs: Sequence[torch.Tensor]) -> tuple[torch.Tensor, ...]:
+    with torch.no_grad():
+        out = gm(*inputs)
+    return tuple(out) if isinstance(out, (tuple, list)) else (out,)
+
+
+def output_similarity(ref: Sequence[Any], got: Sequence[Any]) -> float:
+    """Mean cosine over the float outputs."""
+    sims = [cosine(r, g) for r, g in zip(ref, got)
+            if isinstance(r, torch.Tensor) and r.is_floating_point()]
+    return sum(sims) / len(sims) if sims else 1.0
+
+
+class _EnvRecorder(fx.Interpreter):
+    """Runs a graph and keeps every node's value (one sample's activations)."""
+
+    def __init__(self, gm: fx.GraphModule):
+        super().__init__(gm, garbage_collect_values=False)
+
+
+def run_env(gm: fx.GraphModule, inputs: Sequence[torch.Tensor]) -> dict[fx.Node, Any]:
+    """``{node: value}`` for every node of one run (memory: one sample's activations)."""
+    rec = _EnvRecorder(gm)
+    with torch.no_grad():
+        rec.run(*inputs)
+    return rec.env
+
+
+def eval_node(node: fx.Node, env: Mapping[fx.Node, Any], subst: Mapping[fx.Node, Any]) -> Any:
+    """Re-run one ``call_function`` node with some of its inputs replaced (``subst``), others from ``env``."""
+    def value(n: fx.Node) -> Any:
+        return subst[n] if n in subst else env[n]
+    args = fx.node.map_arg(node.args, value)
+    kwargs = fx.node.map_arg(node.kwargs, value)
+    with torch.no_grad():
+        return node.target(*args, **kwargs)
