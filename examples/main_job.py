@@ -50,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"\n=== {precision}: compiled in {graph.seconds:.2f} s (first call {first:.2f} s), "
               f"{n_ops} TPU ops, {len(graph.fallbacks)} fallback ops")
         for f in graph.fallbacks:
-            print(f"  fallback: {f.op} at '{f.name}' ({f.location})")
+            print(f"  fallback: {f.op} at '{f.stable_name}' ({f.location})")
         for rep in graph.check(x):
             print(rep.table(max_rows=12))
             ok &= rep.ok

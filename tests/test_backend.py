@@ -59,7 +59,7 @@ def test_fallback_op_runs_in_eager_with_one_report_line(caplog):
         got = torch.compile(model, backend="tpu", options={"cache": False})(x)
     torch.testing.assert_close(got, model(x), rtol=1e-5, atol=1e-6)
     c = recent_compiles()[-1]
-    assert [f.op for f in c.fallbacks] == ["aten.topk.default"]
+    assert len(c.fallbacks) == 1 and "topk" in c.fallbacks[0].op
     lines = [r.getMessage() for r in caplog.records if "fallback to eager" in r.getMessage()]
     assert len(lines) == 1 and "aten.topk" in lines[0] and "test_backend.py" in lines[0]
 

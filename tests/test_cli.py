@@ -21,3 +21,24 @@ def test_compare_bad_file_is_a_clear_error(tmp_path, capsys):
     bad.write_bytes(b"nope")
     assert main(["compare", str(bad), str(bad)]) == 2
     assert "bad.npz" in capsys.readouterr().err
+
+
+def test_transform_then_calibrate_from_the_shell(tmp_path, capsys):
+    from torch_tpu.graph import load_top
+    from torch_tpu.quant import CalibrationTable
+
+    assert main(["transform", "--torchvision", "resnet18", "--input-shape", "1,3,32,32",
+                 "-o", str(tmp_path / "r18")]) == 0
+    out = capsys.readouterr().out
+    assert "TOP vs eager PyTorch" in out and "PASS" in out
+    top = load_top(tmp_path / "r18.pt2")
+    data = tmp_path / "data"
+    data.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(6):
+        np.save(data / f"{i}.npy", rng.standard_normal((1, 3, 32, 32)).astype(np.float32))
+    assert main(["calibrate", str(tmp_path / "r18.pt2"), "--data", str(data), "--input-num", "6",
+                 "--tune-num", "1", "-o", str(tmp_path / "r18_cali_table")]) == 0
+    table = CalibrationTable.load(tmp_path / "r18_cali_table")
+    assert "fc" in table and "layer1.0.relu" in table and len(table) >= 20
+    assert set(top.input_names) <= set(table)

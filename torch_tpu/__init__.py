@@ -23,6 +23,7 @@ _LAZY = {
     "transform": "torch_tpu.api",
     "compare": "torch_tpu.api",
     "compile": "torch_tpu.api",
+    "calibrate": "torch_tpu.api",
     "CompileOptions": "torch_tpu.config",
     "TopGraph": "torch_tpu.graph.top",
     "load_top": "torch_tpu.graph.top",

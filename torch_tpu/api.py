@@ -114,3 +114,35 @@ def compile(model: torch.nn.Module, example_inputs: Sequence[Any] | None = None,
 def _as_options_dict(opts: CompileOptions) -> dict[str, Any]:
     import dataclasses
     return {f.name: getattr(opts, f.name) for f in dataclasses.fields(opts)}
+
+
+def calibrate(top_or_model: TopGraph | torch.nn.Module, data: Any, method: str = "kl", num_samples: int = 100,
+              tune_num: int = 5, *, example_inputs: Sequence[Any] | None = None, progress: bool = True,
+              **kwargs: Any):
+    """Calibrate a TOP graph (or an ``nn.Module``, transformed first) -> :class:`CalibrationTable`.
+
+    Args:
+        top_or_model: a TopGraph, or a module (then ``example_inputs`` are needed, or the first data item
+            is used as the example).
+        data: an iterable of tensors / tuples of tensors, or a folder of ``.npy``/``.npz`` files.
+        method: ``kl`` (default), ``max``, ``percentile``, ``mse`` or ``search``.
+        num_samples, tune_num: as TPU-MLIR's run_calibration (``--input_num``, ``--tune_num``).
+
+    Example:
+        >>> table = torch_tpu.calibrate(model, [torch.randn(1, 3, 224, 224) for _ in range(100)],
+        ...                             example_inputs=(torch.randn(1, 3, 224, 224),))   # doctest: +SKIP
+        >>> table.save("resnet18_cali_table")                                          # doctest: +SKIP
+    """
+    from torch_tpu.quant import calibrate as _calibrate
+
+    if isinstance(top_or_model, torch.nn.Module):
+        if example_inputs is None:
+            data = list(data) if not isinstance(data, (str, os.PathLike)) else data
+            if isinstance(data, list) and data:
+                first = data[0]
+                example_inputs = tuple(first) if isinstance(first, (tuple, list)) else (first,)
+            else:
+                raise ConfigError("calibrate(nn.Module) needs example_inputs")
+        top_or_model = transform(top_or_model, example_inputs)
+    return _calibrate(top_or_model, data, method=method, num_samples=num_samples, tune_num=tune_num,
+                      progress=progress, **kwargs)

@@ -157,7 +157,7 @@ def _dump(opts: CompileOptions, name: str, text: str) -> None:
 
 
 def _report_fallbacks(fallbacks: Sequence[Fallback], opts: CompileOptions) -> None:
-    lines = [f"torch_tpu[{opts.target}/{opts.precision}]: fallback to eager: {f.op} at '{f.name}'"
+    lines = [f"torch_tpu[{opts.target}/{opts.precision}]: fallback to eager: {f.op} at '{f.stable_name}'"
              + (f" ({f.location})" if f.location else "") for f in fallbacks]
     _dump(opts, "fallbacks.txt", "\n".join(lines) + "\n" if lines else "no fallback op\n")
     if opts.verbose:
@@ -225,7 +225,7 @@ class _ShapeSpecialized:
         self.limit = max(1, int(getattr(torch._dynamo.config, "recompile_limit", 8)))
 
     def __call__(self, *args: Any) -> tuple:
-        user = [args[i] for i in self.user_pos]
+        user = list(args) if len(args) == len(self.user_pos) else [args[i] for i in self.user_pos]
         sig = tuple((tuple(a.shape), a.dtype) if isinstance(a, torch.Tensor) else a for a in user)
         c = self.compiled.get(sig)
         if c is None:
@@ -253,8 +253,12 @@ def tpu_backend(gm: fx.GraphModule, example_inputs: Sequence[Any], options: dict
     compiled = compile_frozen(gm, user_args, user_names, opts)
     _RECENT.append(compiled)
 
+    n_all = len(example_inputs)
+
     def run(*args: Any) -> tuple:
-        return compiled(*(args[i] for i in user_pos))
+        # Dynamo passes the inputs of the graph as it is after this backend returned (the frozen
+        # parameter placeholders are gone); select the user inputs if it still passes them all.
+        return compiled(*(args if len(args) != n_all or n_all == len(user_pos) else [args[i] for i in user_pos]))
 
     run.compiled = compiled  # type: ignore[attr-defined]
     return run

@@ -84,6 +84,19 @@ def _cmd_transform(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_calibrate(args: argparse.Namespace) -> int:
+    import torch_tpu
+    from torch_tpu.graph.top import load_top
+
+    top = load_top(args.top)
+    table = torch_tpu.calibrate(top, args.data, method=args.method, num_samples=args.input_num,
+                                tune_num=args.tune_num)
+    table.save(args.output)
+    print(f"wrote {args.output} ({len(table.entries)} tensors, method {args.method}, "
+          f"{args.input_num} samples, tune {args.tune_num})")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="torch-tpu", description=__doc__.split("\n")[0])
     sub = p.add_subparsers(dest="command", required=True)
@@ -110,6 +123,15 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("-o", "--output", required=True, help="output path without suffix")
     t.set_defaults(fn=_cmd_transform)
+
+    k = sub.add_parser("calibrate", help="TOP graph + data folder -> calibration table (TPU-MLIR text format)")
+    k.add_argument("top", help="a TOP graph .pt2 written by transform")
+    k.add_argument("--data", required=True, help="folder of .npy/.npz samples (one array per graph input)")
+    k.add_argument("--method", default="kl", choices=["kl", "max", "percentile", "mse", "search"])
+    k.add_argument("--input-num", type=int, default=100)
+    k.add_argument("--tune-num", type=int, default=5)
+    k.add_argument("-o", "--output", required=True, help="calibration table path")
+    k.set_defaults(fn=_cmd_calibrate)
     return p
 
 
