@@ -37,11 +37,28 @@ def _export(model: torch.nn.Module, args: tuple, kwargs: dict | None, what: str)
                                  reason=str(e).splitlines()[0] if str(e) else "") from e
 
 
+_ASSERT_OPS = {
+    torch.ops.aten._assert_tensor_metadata.default,
+    torch.ops.aten._assert_scalar.default,
+    torch.ops.aten.sym_constrain_range_for_size.default,
+    torch.ops.aten._assert_async.msg,
+}
+
+
+def _drop_runtime_asserts(gm: fx.GraphModule) -> None:
+    """Export's run-time checks (dtype/shape asserts of ``.to()``, symbolic ranges) are not TOP ops."""
+    for n in list(gm.graph.nodes):
+        if n.op == "call_function" and n.target in _ASSERT_OPS and not n.users:
+            gm.graph.erase_node(n)
+    gm.recompile()
+
+
 def _to_top(ep: torch.export.ExportedProgram, *, input_names: Sequence[str], source: str,
             meta: dict | None, out_spec: pytree.TreeSpec | None,
             attr_name: Callable[[fx.Node], str] | None = None) -> TopGraph:
     out_spec = out_spec if out_spec is not None else ep.call_spec.out_spec
     gm = flatten_codegen(ep.module())
+    _drop_runtime_asserts(gm)
     gm.meta.pop("dynamo_flat_name_to_original_fqn", None)
     assign_module_names(gm, placeholder_names=input_names, attr_name=attr_name)
     return TopGraph(gm, source=source, meta=meta, out_spec=out_spec)
