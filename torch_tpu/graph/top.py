@@ -215,8 +215,10 @@ def load_top(path: str | os.PathLike) -> TopGraph:
     # getitem nodes re-created by tracing inherit the tuple's name: restore the naming rule.
     for n in gm.graph.nodes:
         if n.op == "call_function" and n.target is operator.getitem:
-            base = stable_name(n.args[0]).removesuffix("#tuple")
-            set_stable_name(n, base if n.args[1] == 0 else f"{base}#{n.args[1]}")
+            saved = (n.meta.get("custom") or {}).get(STABLE_NAME)
+            if saved is None or saved == stable_name(n.args[0]):  # inherited from the tuple by re-tracing
+                base = stable_name(n.args[0]).removesuffix("#tuple")
+                set_stable_name(n, base if n.args[1] == 0 else f"{base}#{n.args[1]}")
     for n, name in zip([n for n in gm.graph.nodes if n.op == "placeholder"], header["input_names"]):
         set_stable_name(n, name)
     attr_names = header.get("attr_names", {})
