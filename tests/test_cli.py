@@ -42,3 +42,18 @@ def test_transform_then_calibrate_from_the_shell(tmp_path, capsys):
     table = CalibrationTable.load(tmp_path / "r18_cali_table")
     assert "fc" in table and "layer1.0.relu" in table and len(table) >= 20
     assert set(top.input_names) <= set(table)
+
+
+def test_transform_an_onnx_file_validates_against_onnxruntime(tmp_path, capsys):
+    import torch
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.ReLU(), torch.nn.Flatten(),
+                                torch.nn.Linear(4 * 6 * 6, 5)).eval()
+    path = tmp_path / "m.onnx"
+    torch.onnx.export(model, (torch.randn(1, 3, 8, 8),), str(path), dynamo=False, opset_version=17,
+                      input_names=["image"], output_names=["logits"])
+    assert main(["transform", "--model", str(path), "-o", str(tmp_path / "m")]) == 0
+    out = capsys.readouterr().out
+    assert "TOP vs onnxruntime" in out and "logits" in out and "PASS" in out
+    assert (tmp_path / "m.pt2").exists() and "logits" in (tmp_path / "m.txt").read_text()
+    assert main(["transform", "--model", str(tmp_path / "missing.onnx"), "-o", str(tmp_path / "x")]) == 2
+    assert "missing.onnx" in capsys.readouterr().err

@@ -75,11 +75,14 @@ def _cmd_transform(args: argparse.Namespace) -> int:
     out = top.save(args.output)
     print(f"wrote {out} and {out.with_suffix('.txt')}")
     if ref is not None:
-        rep = compare(ref, got, args.tolerance, title=f"TOP vs {source}")
+        def flat(v):
+            return list(v) if isinstance(v, (tuple, list)) else [v]
+        names = top.output_names
+        rep = compare(dict(zip(names, flat(ref))), dict(zip(names, flat(got))), args.tolerance,
+                      title=f"TOP vs {source}")
         print(rep.table())
         if args.save_outputs:
-            got_flat = got if isinstance(got, (tuple, list)) else (got,)
-            save_npz(args.save_outputs, dict(zip(top.output_names, got_flat)))
+            save_npz(args.save_outputs, dict(zip(names, flat(got))))
         return 0 if rep.ok else 1
     return 0
 

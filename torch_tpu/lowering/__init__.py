@@ -1,0 +1,17 @@
+"""TOP graph -> TPU graph lowering for float precisions (see README.md in this folder).
+
+Public API:
+    lower(gm_top, target, precision) -> fx.GraphModule                      a fully supported graph
+    lower_partitioned(gm_top, target, precision, *, fallback=True)          TPU partitions + eager fallback
+    check_tpu(gm, target, precision)                                        TPU-graph invariants
+    default_table() / build_table() -> RuleTable                            the rule table
+"""
+
+from torch_tpu.lowering.checker import check_tpu
+from torch_tpu.lowering.driver import lower
+from torch_tpu.lowering.partition import FALLBACKS, Fallback, lower_partitioned
+from torch_tpu.lowering.registry import Rule, RuleTable
+from torch_tpu.lowering.rules import build_table, default_table
+
+__all__ = ["FALLBACKS", "Fallback", "Rule", "RuleTable", "build_table", "check_tpu", "default_table", "lower",
+           "lower_partitioned"]

@@ -1,0 +1,104 @@
+"""The TPU-graph checker, run after lowering in tests (and between stages with ``check=True``).
+
+:func:`check_tpu` verifies, for a pure TPU graph of one (target, precision):
+
+* only ``torch.ops.tpu.*`` ops (plus ``getitem``), ``get_attr``, placeholders and the output;
+* ``meta['val']`` on every value, equal in shape and dtype to what the op's fake implementation gives;
+* dtypes follow the precision: float values are stored in the precision's dtype or f32, graph inputs and
+  outputs are f32, the float tensor operands of an op (other than ``tpu.cast``) share one dtype, and the
+  op's float result has that dtype;
+* a ``tpu.cast`` changes the dtype (no identity casts);
+* stable names are unique.
+
+For a partitioned module, every ``tpu_<i>`` submodule is checked.
+"""
+
+from __future__ import annotations
+
+import operator
+
+import torch
+import torch.fx as fx
+from torch._subclasses.fake_tensor import FakeTensorMode
+
+from torch_tpu.errors import VerificationError
+from torch_tpu.graph.names import stable_name
+from torch_tpu.graph.printer import dtype_str, op_str, type_str
+from torch_tpu.targets import PRECISION_DTYPES, Target, get_target
+from torch_tpu.tpu_ops import define_all, is_tpu_op, op_defs
+
+_MIXED_OK = {"cast", "embedding", "gather", "where"}
+
+
+def _fail(gm_name: str, node: fx.Node, msg: str) -> VerificationError:
+    op = op_str(node.target) if node.op == "call_function" else node.op
+    return VerificationError(f"check_tpu[{gm_name}]: node '{stable_name(node)}' ({op}): {msg}")
+
+
+def _float_tensors(args) -> list[torch.Tensor]:
+    out = []
+    fx.node.map_arg(args, lambda n: out.append(n.meta.get("val")))
+    return [v for v in out if isinstance(v, torch.Tensor) and v.dtype.is_floating_point]
+
+
+def check_tpu(gm: fx.GraphModule, target: Target | str, precision: str, *, name: str = "tpu") -> None:
+    """Raise :class:`VerificationError` (naming the node and op) if ``gm`` breaks a TPU-graph invariant.
+
+    Example:
+        >>> check_tpu(lower(top.gm, "bm1684x", "bf16"), "bm1684x", "bf16")    # doctest: +SKIP
+    """
+    target = get_target(target)
+    subs = [(n, m) for n, m in gm.named_children() if n.startswith("tpu_") and isinstance(m, fx.GraphModule)]
+    if subs:
+        for sub_name, sub in subs:
+            check_tpu(sub, target, precision, name=sub_name)
+        return
+    dtype = PRECISION_DTYPES[precision]
+    allowed = {dtype, torch.float32}
+    fakes = {define_all()[k]: d.fake for k, d in op_defs().items()}
+    mode = FakeTensorMode(allow_non_fake_inputs=True)
+    seen: dict[str, fx.Node] = {}
+    for node in gm.graph.nodes:
+        if node.op == "output":
+            outs = node.args[0] if isinstance(node.args[0], (tuple, list)) else [node.args[0]]
+            for o in outs:
+                v = o.meta.get("val") if isinstance(o, fx.Node) else None
+                if isinstance(v, torch.Tensor) and v.dtype.is_floating_point and v.dtype != torch.float32:
+                    raise _fail(name, node, f"graph output '{stable_name(o)}' is {dtype_str(v.dtype)}, "
+                                "expected f32 at the boundary")
+            continue
+        sn = stable_name(node)
+        if sn in seen:
+            raise _fail(name, node, f"stable name also used by node {seen[sn].name}")
+        seen[sn] = node
+        val = node.meta.get("val")
+        if node.op not in ("placeholder", "get_attr", "call_function"):
+            raise _fail(name, node, f"a {node.op} node in a TPU graph")
+        if node.op == "call_function" and node.target is not operator.getitem and not is_tpu_op(node.target):
+            raise _fail(name, node, "not a tpu op")
+        if val is None:
+            raise _fail(name, node, "no meta['val']")
+        if node.op == "placeholder" and isinstance(val, torch.Tensor) and val.dtype.is_floating_point \
+                and val.dtype != torch.float32:
+            raise _fail(name, node, f"graph input is {dtype_str(val.dtype)}, expected f32")
+        if isinstance(val, torch.Tensor) and val.dtype.is_floating_point and val.dtype not in allowed:
+            raise _fail(name, node, f"{dtype_str(val.dtype)} value at precision {precision}")
+        if node.op != "call_function" or node.target is operator.getitem:
+            continue
+        short = node.target._schema.name.split("::")[-1]
+        fake_args = fx.node.map_arg(node.args, lambda n: n.meta["val"])
+        fake_kwargs = fx.node.map_arg(node.kwargs, lambda n: n.meta["val"])
+        with mode:
+            expect = fakes[node.target](*fake_args, **fake_kwargs)
+        if type_str(expect) != type_str(val):
+            raise _fail(name, node, f"meta['val'] is {type_str(val)} but the op gives {type_str(expect)}")
+        ins = _float_tensors((node.args, node.kwargs))
+        if short == "cast":
+            if node.args[0].meta["val"].dtype == val.dtype:
+                raise _fail(name, node, f"cast to the same dtype {dtype_str(val.dtype)}")
+            continue
+        in_dtypes = {v.dtype for v in ins}
+        if len(in_dtypes) > 1:
+            raise _fail(name, node, f"float operands of mixed dtypes {sorted(dtype_str(d) for d in in_dtypes)}")
+        if in_dtypes and val.dtype.is_floating_point and val.dtype not in in_dtypes:
+            raise _fail(name, node, f"result {dtype_str(val.dtype)} from {dtype_str(next(iter(in_dtypes)))} operands")

@@ -1,0 +1,100 @@
+"""The lowering driver: a whole TOP graph -> one TPU graph for a (target, precision).
+
+Steps:
+
+1. ``target.check_precision(precision)`` (cv183x + f32 is a :class:`TargetError`); only float precisions
+   are lowered here.
+2. A copy of the TOP graph has its constant subgraphs folded (:mod:`torch_tpu.lowering.const_fold`).
+3. Nodes are visited in order. Inputs become f32 placeholders, constants are emitted lazily (converted to
+   the precision's dtype once), each op goes to its rule (:mod:`torch_tpu.lowering.rules`), getitems pick
+   an element of a rule's tuple.
+4. Outputs are cast back to the TOP dtype (f32), so the graph has f32 at its boundary.
+
+Cast policy: inside the graph every float value is stored in the precision's dtype; a rule may produce
+or request f32 values, and a ``tpu.cast`` named ``<value>.cast_<dtype>`` is inserted where a consumer needs
+another dtype (at most one per value and dtype).
+"""
+
+from __future__ import annotations
+
+import operator
+
+import torch.fx as fx
+
+from torch_tpu.errors import TargetError, VerificationError
+from torch_tpu.graph.names import stable_name
+from torch_tpu.lowering.builder import GraphBuilder, fetch_attr
+from torch_tpu.lowering.const_fold import copy_graph_module, fold_constants
+from torch_tpu.lowering.context import make_ctx
+from torch_tpu.lowering.registry import RuleTable
+from torch_tpu.targets import FLOAT_PRECISIONS, PRECISION_DTYPES, Target, get_target
+
+
+def check_float_precision(target: Target, precision: str) -> None:
+    """Raise :class:`TargetError` unless ``target`` has ``precision`` and it is a float precision."""
+    target.check_precision(precision)
+    if precision not in FLOAT_PRECISIONS:
+        raise TargetError(f"lowering: precision {precision} is quantized; float lowering handles "
+                          f"{', '.join(FLOAT_PRECISIONS)}")
+
+
+def lower(gm_top: fx.GraphModule, target: Target | str, precision: str, *,
+          table: RuleTable | None = None) -> fx.GraphModule:
+    """Lower a fully supported TOP graph to a TPU graph (only ``torch.ops.tpu.*`` ops).
+
+    Args:
+        gm_top: the TOP GraphModule (not modified).
+        target: a preset name or :class:`Target`.
+        precision: ``f32``, ``bf16`` or ``f16``.
+        table: the rule table (default: :func:`torch_tpu.lowering.rules.default_table`).
+
+    Returns:
+        The TPU GraphModule: same inputs and outputs (f32 at the boundary), stable names kept.
+
+    Raises:
+        TargetError: the target lacks the precision.
+        UnsupportedOpError: an op (or a variant) without a rule, naming its stable name and location.
+
+    Example:
+        >>> tpu = lower(top.gm, "bm1684x", "bf16")       # doctest: +SKIP
+        >>> out = tpu(x)                                 # doctest: +SKIP
+    """
+    from torch_tpu.lowering.rules import default_table
+
+    target = get_target(target)
+    check_float_precision(target, precision)
+    table = table if table is not None else default_table()
+    dtype = PRECISION_DTYPES[precision]
+    gm = fold_constants(copy_graph_module(gm_top))
+    b = GraphBuilder()
+    out_node = None
+    for node in gm.graph.nodes:
+        if node.op == "placeholder":
+            b.env[node] = b.placeholder(node)
+        elif node.op == "get_attr":
+            b.consts[node] = fetch_attr(gm, node.target)
+        elif node.op == "call_function" and node.target is operator.getitem:
+            parent = b.env.get(node.args[0])
+            if not isinstance(parent, tuple) or parent[node.args[1]] is None:
+                raise VerificationError(f"lowering/driver.py: getitem '{stable_name(node)}' of "
+                                        f"'{stable_name(node.args[0])}' has no lowered value")
+            b.env[node] = parent[node.args[1]]
+        elif node.op == "call_function":
+            rule = table.rule_for(node, target, precision)
+            result = rule.fn(make_ctx(node, target, precision, dtype, b))
+            b.env[node] = result
+        elif node.op == "output":
+            out_node = node
+        else:
+            raise VerificationError(f"lowering/driver.py: node '{stable_name(node)}' is a {node.op}; TOP graphs "
+                                    "have only placeholders, get_attr and call_function nodes")
+
+    def boundary(n: fx.Node) -> fx.Node:
+        v = n.meta["val"]
+        return b.value(n, v.dtype if v.dtype.is_floating_point else None)
+
+    b.graph.output(fx.node.map_arg(out_node.args[0], boundary))
+    tpu = b.finish()
+    tpu.meta["target"] = target.name
+    tpu.meta["precision"] = precision
+    return tpu
