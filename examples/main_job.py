@@ -27,6 +27,8 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
 
     from torch_tpu.backend import recent_compiles
+    from torch_tpu.config import STAGE_TOLERANCE
+    from torch_tpu.verify import compare, module_outputs
 
     torch.manual_seed(0)
     model = getattr(torchvision.models, args.model)().eval()
@@ -51,7 +53,14 @@ def main(argv: list[str] | None = None) -> int:
               f"{n_ops} TPU ops, {len(graph.fallbacks)} fallback ops")
         for f in graph.fallbacks:
             print(f"  fallback: {f.op} at '{f.stable_name}' ({f.location})")
-        for rep in graph.check(x):
+        reports = graph.check(x)
+        # TOP vs eager per named tensor: nn.Module outputs (forward hooks) meet TOP values by module path
+        top_vals = graph.top.named_values(x)
+        module_vals = module_outputs(model, (x,))
+        common = [n for n in top_vals if n in module_vals]
+        reports.insert(1, compare(module_vals, top_vals, STAGE_TOLERANCE["f32"], names=common,
+                                  title="TOP vs eager (module outputs by stable name)"))
+        for rep in reports:
             print(rep.table(max_rows=12))
             ok &= rep.ok
         cos = torch.nn.functional.cosine_similarity(out.flatten().double(), ref.flatten().double(), dim=0).item()
