@@ -17,7 +17,7 @@ from tflite.Padding import Padding
 from torch_tpu.frontends.tflite import load_tflite
 from torch_tpu.frontends.tflite.writer import TFLiteWriter
 
-Interpreter = pytest.importorskip("ai_edge_litert.interpreter").Interpreter
+from ai_edge_litert.interpreter import Interpreter  # noqa: E402
 
 SAME, VALID = Padding.SAME, Padding.VALID
 

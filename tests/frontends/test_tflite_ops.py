@@ -15,7 +15,7 @@ from torch_tpu.frontends.tflite import load_tflite
 from torch_tpu.frontends.tflite.writer import TFLiteWriter
 from torch_tpu.graph.top import load_top
 
-Interpreter = pytest.importorskip("ai_edge_litert.interpreter").Interpreter
+from ai_edge_litert.interpreter import Interpreter  # noqa: E402
 
 SAME, VALID = Padding.SAME, Padding.VALID
 RELU, RELU6 = 1, 3
