@@ -1,0 +1,104 @@
+/* Shared definitions of the cmodel C kernels: dtype codes, element conversions, integer rounding.
+ *
+ * Numeric convention (the same as torch_tpu/cmodel/kernels_ref.py): operands are stored in their
+ * dtype, converted to f32 (or to int32/int64 for integer operands), computed, and rounded ONCE to the
+ * output dtype; f32 -> bf16/f16 rounds to nearest even, float -> int rounds as the instruction says
+ * and saturates.
+ */
+#ifndef TORCH_TPU_CMODEL_COMMON_H
+#define TORCH_TPU_CMODEL_COMMON_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+
+/* dtype codes, identical to torch_tpu.cmodel.isa.DType */
+enum { DT_F32 = 0, DT_F16 = 1, DT_BF16 = 2, DT_I8 = 3, DT_I32 = 4, DT_U8 = 5, DT_COUNT = 6 };
+
+static const int DT_SIZE[DT_COUNT] = {4, 2, 2, 1, 4, 1};
+
+static inline int dt_is_float(int dt) { return dt == DT_F32 || dt == DT_F16 || dt == DT_BF16; }
+static inline int dt_valid(int dt) { return dt >= 0 && dt < DT_COUNT; }
+
+/* ---- float formats ---------------------------------------------------------------------- */
+
+static inline float bits_to_f32(uint32_t u) { float f; memcpy(&f, &u, 4); return f; }
+static inline uint32_t f32_to_bits(float f) { uint32_t u; memcpy(&u, &f, 4); return u; }
+
+static inline float bf16_to_f32(uint16_t h) { return bits_to_f32((uint32_t)h << 16); }
+
+/* round to nearest even; NaN stays a (quiet) NaN */
+static inline uint16_t f32_to_bf16(float f) {
+    uint32_t u = f32_to_bits(f);
+    if ((u & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((u >> 16) | 0x40u);
+    u += 0x7fffu + ((u >> 16) & 1u);
+    return (uint16_t)(u >> 16);
+}
+
+static inline float f16_to_f32(uint16_t h) {
+    uint32_t sign = (uint32_t)(h & 0x8000u) << 16, exp = (h >> 10) & 0x1fu, man = h & 0x3ffu, u;
+    if (exp == 0) {
+        if (man == 0) {
+            u = sign;
+        } else { /* subnormal: normalise */
+            int e = -1;
+            do { e++; man <<= 1; } while (!(man & 0x400u));
+            man &= 0x3ffu;
+            u = sign | ((uint32_t)(127 - 15 - e) << 23) | (man << 13);
+        }
+    } else if (exp == 31) {
+        u = sign | 0x7f800000u | (man << 13);
+    } else {
+        u = sign | ((exp + 112u) << 23) | (man << 13);
+    }
+    return bits_to_f32(u);
+}
+
+/* round to nearest even, overflow to inf, NaN to quiet NaN */
+static inline uint16_t f32_to_f16(float f) {
+    uint32_t u = f32_to_bits(f), sign = (u >> 16) & 0x8000u, a = u & 0x7fffffffu;
+    if (a > 0x7f800000u) return (uint16_t)(sign | 0x7e00u);
+    if (a >= 0x477ff000u) return (uint16_t)(sign | 0x7c00u);
+    if (a < 0x38800000u) { /* result is an f16 subnormal (or zero) */
+        if (a < 0x33000000u) return (uint16_t)sign;
+        uint32_t e = a >> 23, m = (a & 0x7fffffu) | 0x800000u, shift = 126u - e;
+        uint32_t r = m >> shift, rem = m & ((1u << shift) - 1u), half = 1u << (shift - 1u);
+        if (rem > half || (rem == half && (r & 1u))) r++;
+        return (uint16_t)(sign | r);
+    }
+    uint32_t r = (a + 0xfffu + ((a >> 13) & 1u)) >> 13;
+    return (uint16_t)(sign | (r - (112u << 10)));
+}
+
+/* ---- integers ----------------------------------------------------------------------------- */
+
+static inline int64_t dt_min(int dt) { return dt == DT_I8 ? -128 : dt == DT_U8 ? 0 : (int64_t)INT32_MIN; }
+static inline int64_t dt_max(int dt) { return dt == DT_I8 ? 127 : dt == DT_U8 ? 255 : (int64_t)INT32_MAX; }
+
+static inline int64_t sat(int64_t v, int dt) {
+    int64_t lo = dt_min(dt), hi = dt_max(dt);
+    return v < lo ? lo : v > hi ? hi : v;
+}
+
+/* v / 2^s rounded half away from zero, s in [0, 63] (torch_tpu/fixed_point.py's spec) */
+static inline int64_t rshift_rhaz(int64_t v, int s) {
+    if (s <= 0) return v;
+    int64_t half = (int64_t)1 << (s - 1);
+    return v >= 0 ? (v + half) >> s : -((-v + half) >> s);
+}
+
+/* ---- bulk conversions (defined in convert.c) ------------------------------------------------ */
+
+void cm_to_f32(const void *src, int dt, size_t n, float *dst);
+void cm_from_f32(const float *src, size_t n, int dt, void *dst);
+void cm_to_i64(const void *src, int dt, size_t n, int64_t *dst);
+void cm_from_i64_sat(const int64_t *src, size_t n, int dt, void *dst);
+
+/* ---- GEMM (gemm.c): C[M,N] += A[M,K] . B[K,N], all row-major and dense ----------------------- */
+
+void cm_sgemm(const float *A, const float *B, float *C, size_t M, size_t N, size_t K);
+/* int8 GEMM, int32 accumulation; returns 0, or -1 when out of memory */
+int cm_igemm_s8(const int8_t *A, const int8_t *B, int32_t *C, size_t M, size_t N, size_t K);
+const char *cm_simd_name(void);
+
+#endif

@@ -1,0 +1,557 @@
+"""The cmodel instruction set: DMA and compute instructions over DDR and per-lane local memory.
+
+Every instruction has an ``id``, the ``deps`` (ids of earlier instructions it waits for; the timing
+model uses them, functional execution runs in program order) and the ``layer`` (stable name of the
+TPU-graph node it belongs to). Operands are :class:`DdrTensor` (strided N,C,H,W view of DDR) or
+:class:`LocalTensor` (an N,C,H,W tile in local memory).
+
+Local memory layout: see :mod:`torch_tpu.cmodel.operands`.
+
+Conventions of the compute operands (all 4-D N,C,H,W):
+    conv2d: x (N, Cin, H, W), w (1, Cout, 1, Cin/groups * kh * kw) in OIHW order (output channel
+        on the lanes, like the output), bias (1, Cout, 1, 1), out (N, Cout, Ho, Wo).
+    matmul: a (B, M, 1, K), b (B or 1, K, 1, N), bias (1, 1, 1, N), out (B, M, 1, N).
+    eltwise: a, b broadcast to out (a dim of 1 repeats); b may be absent, then ``scalar`` is used.
+
+Example:
+    >>> inst = Activation(id=3, deps=(2,), layer="relu1", op="relu",
+    ...                   x=LocalTensor(0, 0, (1, 8, 4, 4), DType.F32), out=LocalTensor(0, 64, (1, 8, 4, 4), DType.F32))
+    >>> inst.OPCODE, inst.ENGINE
+    ('activation', 'compute')
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any, ClassVar, Iterator
+
+from torch_tpu.cmodel.operands import DdrTensor, DType, LocalTensor
+from torch_tpu.errors import ProgramError
+from torch_tpu.targets import Target
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Instruction:
+    """Fields every instruction has: its ``id``, the ids it depends on, and its layer's stable name."""
+
+    OPCODE: ClassVar[str] = ""
+    ENGINE: ClassVar[str] = "compute"
+    #: names of the local-memory input operands, in the order kernels receive them
+    INPUTS: ClassVar[tuple[str, ...]] = ()
+
+    id: int
+    deps: tuple[int, ...] = ()
+    layer: str = ""
+
+    def fail(self, field: str, message: str) -> ProgramError:
+        """A :class:`ProgramError` naming this instruction and the bad field."""
+        where = f"instruction {self.id} ({self.OPCODE}"
+        if self.layer:
+            where += f", layer '{self.layer}'"
+        return ProgramError(f"{where}): field '{field}': {message}")
+
+    def inputs(self) -> list[LocalTensor | None]:
+        return [getattr(self, name) for name in self.INPUTS]
+
+    def local_operands(self) -> Iterator[tuple[str, LocalTensor]]:
+        for f in dataclasses.fields(self):
+            v = getattr(self, f.name)
+            if isinstance(v, LocalTensor):
+                yield f.name, v
+
+    def ddr_operands(self) -> Iterator[tuple[str, DdrTensor]]:
+        for f in dataclasses.fields(self):
+            v = getattr(self, f.name)
+            if isinstance(v, DdrTensor):
+                yield f.name, v
+
+    def check(self, target: Target) -> None:
+        """Validate operand shapes, dtypes and local address ranges; raise :class:`ProgramError`."""
+        if not isinstance(self.id, int) or self.id < 0:
+            raise self.fail("id", f"must be a non-negative integer, got {self.id!r}")
+        for name, t in self.local_operands():
+            _check_local(self, name, t, target)
+        for name, t in self.ddr_operands():
+            _check_shape(self, name, t.shape)
+            if len(t.strides) != 4 or any((not isinstance(s, int)) or s < 0 for s in t.strides):
+                raise self.fail(name, f"strides must be 4 non-negative integers, got {t.strides}")
+            if t.addr < 0:
+                raise self.fail(name, f"negative DDR address {t.addr}")
+        self.check_fields(target)
+
+    def check_fields(self, target: Target) -> None:
+        """Instruction-specific checks; overridden by each instruction."""
+
+
+def _check_shape(inst: Instruction, name: str, shape: tuple) -> None:
+    if len(shape) != 4 or any((not isinstance(d, int)) or d < 1 for d in shape):
+        raise inst.fail(name, f"shape must be 4 positive integers, got {shape}")
+
+
+def _check_local(inst: Instruction, name: str, t: LocalTensor, target: Target) -> None:
+    _check_shape(inst, name, t.shape)
+    if not 0 <= t.lane < target.lanes:
+        raise inst.fail(name, f"lane {t.lane} outside 0..{target.lanes - 1}")
+    if t.addr < 0 or t.addr % target.align_bytes:
+        raise inst.fail(name, f"local address {t.addr} is not a non-negative multiple of {target.align_bytes}")
+    end = t.addr + t.bytes_per_lane(target)
+    if end > target.local_mem_bytes:
+        raise inst.fail(name, f"local bytes [{t.addr}, {end}) exceed the lane size {target.local_mem_bytes}")
+
+
+def _same_shape(inst: Instruction, name: str, a: Any, b: Any) -> None:
+    if tuple(a.shape) != tuple(b.shape):
+        raise inst.fail(name, f"shape {a.shape} differs from {b.shape}")
+
+
+def _same_dtype(inst: Instruction, name: str, a: Any, b: Any) -> None:
+    if a.dtype != b.dtype:
+        raise inst.fail(name, f"dtype {a.dtype.label} differs from {b.dtype.label}")
+
+
+def _float_or_int(inst: Instruction, name: str, dtypes: list[DType]) -> bool:
+    """True when all are float, False when all are integer, else a ProgramError."""
+    kinds = {d.is_float for d in dtypes}
+    if len(kinds) != 1:
+        raise inst.fail(name, "mixes float and integer dtypes (" + ", ".join(d.label for d in dtypes) + ")")
+    return kinds.pop()
+
+
+#: fused activations of conv2d / matmul
+FUSED_ACTS = ("none", "relu", "relu6", "clip")
+
+
+def _check_fused_act(inst: Instruction, is_float: bool) -> None:
+    act = inst.act
+    if act not in FUSED_ACTS:
+        raise inst.fail("act", f"unknown fused activation {act!r} (known: {', '.join(FUSED_ACTS)})")
+    if not is_float:
+        if act == "relu6":
+            raise inst.fail("act", "relu6 has no integer form (use clip with integer bounds)")
+        if act == "clip" and (inst.act_lo != int(inst.act_lo) or inst.act_hi != int(inst.act_hi)):
+            raise inst.fail("act_lo", "integer clip needs integral bounds")
+    if act == "clip" and not inst.act_lo <= inst.act_hi:
+        raise inst.fail("act_lo", f"clip bounds {inst.act_lo} > {inst.act_hi}")
+
+
+
+
+# ---- instructions ------------------------------------------------------------------------------
+
+OPCODES: dict[str, type[Instruction]] = {}
+
+
+def _register(cls: type[Instruction]) -> type[Instruction]:
+    if not cls.OPCODE or cls.OPCODE in OPCODES:
+        raise ProgramError(f"opcode {cls.OPCODE!r} of {cls.__name__} is empty or already registered")
+    OPCODES[cls.OPCODE] = cls
+    return cls
+
+
+_frozen = dataclasses.dataclass(frozen=True, kw_only=True)
+
+
+@_register
+@_frozen
+class DmaLoad(Instruction):
+    """DDR -> local memory: ``dst[n, c, h, w] = src[n, c, h, w]`` (same shape and dtype)."""
+
+    OPCODE = "dma_load"
+    ENGINE = "dma"
+    src: DdrTensor
+    dst: LocalTensor
+
+    def check_fields(self, target: Target) -> None:
+        _same_shape(self, "dst", self.dst, self.src)
+        _same_dtype(self, "dst", self.dst, self.src)
+
+
+@_register
+@_frozen
+class DmaStore(Instruction):
+    """Local memory -> DDR: ``dst[n, c, h, w] = src[n, c, h, w]``."""
+
+    OPCODE = "dma_store"
+    ENGINE = "dma"
+    src: LocalTensor
+    dst: DdrTensor
+
+    def check_fields(self, target: Target) -> None:
+        _same_shape(self, "dst", self.dst, self.src)
+        _same_dtype(self, "dst", self.dst, self.src)
+
+
+@_register
+@_frozen
+class DmaCopy(Instruction):
+    """DDR -> DDR strided copy (permute, slice, concat): ``dst[n, c, h, w] = src[n, c, h, w]``."""
+
+    OPCODE = "dma_copy"
+    ENGINE = "dma"
+    src: DdrTensor
+    dst: DdrTensor
+
+    def check_fields(self, target: Target) -> None:
+        _same_shape(self, "dst", self.dst, self.src)
+        _same_dtype(self, "dst", self.dst, self.src)
+
+
+@_register
+@_frozen
+class Conv2d(Instruction):
+    """2-D convolution with groups, dilation, asymmetric padding (zeros) and a fused activation.
+
+    ``out[n, o, y, x] = act(bias[o] + sum_{i, ky, kx} in[n, g*Cin_g + i, y*sh - pt + ky*dh, x*sw - pl + kx*dw]
+    * w[o, i, ky, kx])`` with ``g = o // Cout_g``; f32 accumulation for float operands (rounded once to
+    ``out.dtype``), int32 for int8 operands (int32 bias, int32 output, requantized by a later Requant).
+    Fields: ``kernel`` (kh, kw), ``stride`` (sh, sw), ``pad`` (top, bottom, left, right), ``dilation``
+    (dh, dw), ``groups``, ``act`` in FUSED_ACTS with ``act_lo``/``act_hi`` for clip.
+    """
+
+    OPCODE = "conv2d"
+    INPUTS = ("x", "w", "bias")
+    x: LocalTensor
+    w: LocalTensor
+    bias: LocalTensor | None = None
+    out: LocalTensor
+    kernel: tuple[int, int]
+    stride: tuple[int, int] = (1, 1)
+    pad: tuple[int, int, int, int] = (0, 0, 0, 0)
+    dilation: tuple[int, int] = (1, 1)
+    groups: int = 1
+    act: str = "none"
+    act_lo: float = 0.0
+    act_hi: float = 0.0
+
+    def out_hw(self) -> tuple[int, int]:
+        """Ho = (H + pt + pb - dh (kh - 1) - 1) // sh + 1, and the same for W."""
+        _, _, h, w = self.x.shape
+        (kh, kw), (sh, sw), (pt, pb, pl, pr), (dh, dw) = self.kernel, self.stride, self.pad, self.dilation
+        return (h + pt + pb - dh * (kh - 1) - 1) // sh + 1, (w + pl + pr - dw * (kw - 1) - 1) // sw + 1
+
+    def check_fields(self, target: Target) -> None:
+        if min(self.kernel + self.stride + self.dilation) < 1 or min(self.pad) < 0:
+            raise self.fail("kernel", "kernel, stride, dilation must be >= 1 and pads >= 0")
+        n, cin, _, _ = self.x.shape
+        on, cout, ho, wo = self.out.shape
+        g = self.groups
+        if g < 1 or cin % g or cout % g:
+            raise self.fail("groups", f"{g} groups do not divide Cin={cin} and Cout={cout}")
+        kh, kw = self.kernel
+        if self.w.shape != (1, cout, 1, cin // g * kh * kw):
+            raise self.fail("w", f"shape {self.w.shape}, expected {(1, cout, 1, cin // g * kh * kw)}")
+        if self.bias is not None and self.bias.shape != (1, cout, 1, 1):
+            raise self.fail("bias", f"shape {self.bias.shape}, expected {(1, cout, 1, 1)}")
+        if on != n or (ho, wo) != self.out_hw():
+            raise self.fail("out", f"shape {self.out.shape}, expected {(n, cout) + self.out_hw()}")
+        _check_mac_dtypes(self, self.x, self.w, self.bias, self.out)
+
+
+@_register
+@_frozen
+class MatMul(Instruction):
+    """Batched matmul with bias and fused activation.
+
+    ``out[b, m, 0, n] = act(bias[n] + sum_k a[b, m, 0, k] * b[b or 0, k, 0, n])``; numerics as Conv2d.
+    """
+
+    OPCODE = "matmul"
+    INPUTS = ("a", "b", "bias")
+    a: LocalTensor
+    b: LocalTensor
+    bias: LocalTensor | None = None
+    out: LocalTensor
+    act: str = "none"
+    act_lo: float = 0.0
+    act_hi: float = 0.0
+
+    def check_fields(self, target: Target) -> None:
+        bsz, m, one, k = self.a.shape
+        bb, k2, one2, n = self.b.shape
+        if one != 1 or one2 != 1 or k2 != k or bb not in (1, bsz):
+            raise self.fail("b", f"shapes a {self.a.shape} and b {self.b.shape} do not multiply "
+                                 "(expected a (B, M, 1, K), b (B or 1, K, 1, N))")
+        if self.out.shape != (bsz, m, 1, n):
+            raise self.fail("out", f"shape {self.out.shape}, expected {(bsz, m, 1, n)}")
+        if self.bias is not None and self.bias.shape != (1, 1, 1, n):
+            raise self.fail("bias", f"shape {self.bias.shape}, expected {(1, 1, 1, n)}")
+        _check_mac_dtypes(self, self.a, self.b, self.bias, self.out)
+
+
+def _check_mac_dtypes(inst: Instruction, x: LocalTensor, w: LocalTensor, bias: LocalTensor | None,
+                      out: LocalTensor) -> None:
+    is_float = _float_or_int(inst, "out", [x.dtype, w.dtype, out.dtype] + ([bias.dtype] if bias else []))
+    if not is_float:
+        if x.dtype != DType.INT8 or w.dtype != DType.INT8:
+            raise inst.fail("w", "integer MACs need int8 operands")
+        if bias is not None and bias.dtype != DType.INT32:
+            raise inst.fail("bias", "integer MACs need an int32 bias")
+        if out.dtype != DType.INT32:
+            raise inst.fail("out", "integer MACs produce int32 (requantize with a Requant instruction)")
+    _check_fused_act(inst, is_float)
+
+
+ELTWISE_OPS = ("add", "sub", "mul", "div", "max", "min")
+
+
+@_register
+@_frozen
+class Eltwise(Instruction):
+    """Binary elementwise ``out = a OP b`` with broadcast (a dim of size 1 repeats), or ``a OP scalar``.
+
+    Float: computed in f32, rounded once. Integer (int8/int32/uint8): exact in int64, saturated to
+    ``out.dtype``; ``div`` is float only.
+    """
+
+    OPCODE = "eltwise"
+    INPUTS = ("a", "b")
+    op: str
+    a: LocalTensor
+    b: LocalTensor | None = None
+    scalar: float = 0.0
+    out: LocalTensor
+
+    def check_fields(self, target: Target) -> None:
+        if self.op not in ELTWISE_OPS:
+            raise self.fail("op", f"unknown eltwise op {self.op!r} (known: {', '.join(ELTWISE_OPS)})")
+        for name, t in (("a", self.a), ("b", self.b)):
+            if t is not None and any(d not in (1, o) for d, o in zip(t.shape, self.out.shape)):
+                raise self.fail(name, f"shape {t.shape} does not broadcast to {self.out.shape}")
+        dts = [self.a.dtype, self.out.dtype] + ([self.b.dtype] if self.b is not None else [])
+        if not _float_or_int(self, "out", dts):
+            if self.op == "div":
+                raise self.fail("op", "div is a float op")
+            if self.b is None and self.scalar != int(self.scalar):
+                raise self.fail("scalar", f"integer eltwise needs an integral scalar, got {self.scalar}")
+
+
+#: unary activations (codes = index, shared with csrc/kernels.c); the integer ones are INT_ACTIVATIONS
+ACTIVATIONS = ("relu", "relu6", "clip", "leaky_relu", "sigmoid", "tanh", "gelu", "gelu_tanh", "silu", "exp", "log",
+               "sqrt", "rsqrt", "abs", "neg", "hardsigmoid", "hardswish", "elu", "reciprocal", "square", "erf",
+               "softplus", "mish")
+INT_ACTIVATIONS = ("relu", "clip", "abs", "neg")
+
+
+@_register
+@_frozen
+class Activation(Instruction):
+    """Unary activation ``out = f(x)`` computed in f32 and rounded once (``alpha``: leaky_relu slope,
+    elu alpha; ``lo``/``hi``: clip bounds). Integer tiles support relu, clip, abs, neg (saturating)."""
+
+    OPCODE = "activation"
+    INPUTS = ("x",)
+    op: str
+    x: LocalTensor
+    out: LocalTensor
+    alpha: float = 0.0
+    lo: float = 0.0
+    hi: float = 0.0
+
+    def check_fields(self, target: Target) -> None:
+        if self.op not in ACTIVATIONS:
+            raise self.fail("op", f"unknown activation {self.op!r}")
+        _same_shape(self, "out", self.out, self.x)
+        if not _float_or_int(self, "out", [self.x.dtype, self.out.dtype]) and self.op not in INT_ACTIVATIONS:
+            raise self.fail("op", f"{self.op} has no integer form (integer: {', '.join(INT_ACTIVATIONS)}; "
+                                  "use Lut for int8 non-linearities)")
+
+
+@_register
+@_frozen
+class Pool2d(Instruction):
+    """Max or average pooling; the window is clipped to the padded extent [-pt, H + pb) x [-pl, W + pr).
+
+    avg float: f32 sum / count (count includes pads when ``count_include_pad``); avg integer:
+    ``sat(rshift_round_half_away(sum * multiplier, shift))``. max ignores pads.
+    """
+
+    OPCODE = "pool2d"
+    INPUTS = ("x",)
+    mode: str
+    x: LocalTensor
+    out: LocalTensor
+    kernel: tuple[int, int]
+    stride: tuple[int, int] = (1, 1)
+    pad: tuple[int, int, int, int] = (0, 0, 0, 0)
+    count_include_pad: bool = True
+    multiplier: int = 1
+    shift: int = 0
+
+    def out_hw(self) -> tuple[int, int]:
+        """Ho = (H + pt + pb - kh) // sh + 1, and the same for W."""
+        _, _, h, w = self.x.shape
+        (kh, kw), (sh, sw), (pt, pb, pl, pr) = self.kernel, self.stride, self.pad
+        return (h + pt + pb - kh) // sh + 1, (w + pl + pr - kw) // sw + 1
+
+    def check_fields(self, target: Target) -> None:
+        if self.mode not in ("max", "avg"):
+            raise self.fail("mode", f"must be 'max' or 'avg', got {self.mode!r}")
+        if min(self.kernel + self.stride) < 1 or min(self.pad) < 0:
+            raise self.fail("kernel", "kernel and stride must be >= 1 and pads >= 0")
+        if self.pad[0] >= self.kernel[0] or self.pad[2] >= self.kernel[1]:
+            raise self.fail("pad", "a pad must be smaller than the kernel")
+        if self.out.shape != self.x.shape[:2] + self.out_hw():
+            raise self.fail("out", f"shape {self.out.shape}, expected {self.x.shape[:2] + self.out_hw()}")
+        _same_dtype(self, "out", self.out, self.x)
+        if not 0 <= self.shift <= 63 or not 0 <= self.multiplier < 2**31:
+            raise self.fail("shift", f"shift {self.shift} outside [0, 63] or multiplier outside [0, 2^31)")
+
+
+@_register
+@_frozen
+class Lut(Instruction):
+    """256-entry lookup table: ``out[i] = table[x[i] & 0xff]`` (x's byte as an unsigned index, so an
+    int8 table is ordered 0..127, -128..-1); ``table`` holds 256 values of ``out.dtype``."""
+
+    OPCODE = "lut"
+    INPUTS = ("x", "table")
+    x: LocalTensor
+    table: LocalTensor
+    out: LocalTensor
+
+    def check_fields(self, target: Target) -> None:
+        if self.x.dtype not in (DType.INT8, DType.UINT8):
+            raise self.fail("x", "LUT input must be int8 or uint8")
+        if self.table.numel != 256 or self.table.dtype != self.out.dtype:
+            raise self.fail("table", f"needs 256 values of {self.out.dtype.label}")
+        _same_shape(self, "out", self.out, self.x)
+
+
+@_register
+@_frozen
+class Requant(Instruction):
+    """Per-channel fixed-point requantization of an integer tile.
+
+    ``out = sat(rshift_round_half_away(x * multiplier[c], shift[c]) + zero_point)`` where
+    ``rshift_round_half_away(v, s) = sign(v) * ((|v| + 2^(s-1)) >> s)`` (s in [0, 63], the product
+    exact in int64), the spec of torch_tpu/fixed_point.py's ``requantize``; ``multiplier``/``shift``
+    hold 1 (per tensor) or C (per channel) values.
+    """
+
+    OPCODE = "requant"
+    INPUTS = ("x",)
+    x: LocalTensor
+    out: LocalTensor
+    multiplier: tuple[int, ...]
+    shift: tuple[int, ...]
+    zero_point: int = 0
+
+    def check_fields(self, target: Target) -> None:
+        _same_shape(self, "out", self.out, self.x)
+        if self.x.dtype.is_float or self.out.dtype.is_float:
+            raise self.fail("out", "requant is integer -> integer")
+        c = self.x.shape[1]
+        if len(self.multiplier) not in (1, c) or len(self.shift) != len(self.multiplier):
+            raise self.fail("multiplier", f"needs 1 or {c} multipliers and as many shifts")
+        if any(not 0 <= m < 2**31 for m in self.multiplier):
+            raise self.fail("multiplier", "values must lie in [0, 2^31)")
+        if any(not 0 <= s <= 63 for s in self.shift):
+            raise self.fail("shift", "values must lie in [0, 63]")
+
+
+#: rounding of float -> int casts (names as in torch_tpu/fixed_point.py; index = C code)
+ROUND_MODES = ("half_even", "half_away_from_zero")
+
+
+@_register
+@_frozen
+class Cast(Instruction):
+    """Dtype conversion. float -> float: round once (nearest even). int -> float:
+    ``(x - zero_point) * scale`` in f32. float -> int: ``sat(round(x / scale) + zero_point)`` with
+    ``round_mode`` half_away_from_zero (default, as fixed_point.py) or half_even. int -> int: saturate
+    (scale 1, zero point 0)."""
+
+    OPCODE = "cast"
+    INPUTS = ("x",)
+    x: LocalTensor
+    out: LocalTensor
+    scale: float = 1.0
+    zero_point: int = 0
+    round_mode: str = "half_away_from_zero"
+
+    def check_fields(self, target: Target) -> None:
+        _same_shape(self, "out", self.out, self.x)
+        if self.round_mode not in ROUND_MODES:
+            raise self.fail("round_mode", f"must be one of {', '.join(ROUND_MODES)}")
+        if not (math.isfinite(self.scale) and self.scale != 0.0):
+            raise self.fail("scale", f"must be finite and non-zero, got {self.scale}")
+        if not self.x.dtype.is_float and not self.out.dtype.is_float and (self.scale != 1.0 or self.zero_point):
+            raise self.fail("scale", "int -> int cast saturates only (use Requant to rescale)")
+
+
+REDUCE_OPS = ("sum", "mean", "max", "min")
+
+
+@_register
+@_frozen
+class Reduce(Instruction):
+    """Reduce ``x`` over ``axes`` (kept as size 1 in ``out``); float in f32, integer exact (no mean)."""
+
+    OPCODE = "reduce"
+    INPUTS = ("x",)
+    op: str
+    x: LocalTensor
+    out: LocalTensor
+    axes: tuple[int, ...]
+
+    def check_fields(self, target: Target) -> None:
+        if self.op not in REDUCE_OPS:
+            raise self.fail("op", f"unknown reduce op {self.op!r} (known: {', '.join(REDUCE_OPS)})")
+        if not self.axes or sorted(set(self.axes)) != list(self.axes) or not all(0 <= a < 4 for a in self.axes):
+            raise self.fail("axes", f"must be sorted distinct dims in 0..3, got {self.axes}")
+        want = tuple(1 if d in self.axes else s for d, s in enumerate(self.x.shape))
+        if self.out.shape != want:
+            raise self.fail("out", f"shape {self.out.shape}, expected {want}")
+        if not _float_or_int(self, "out", [self.x.dtype, self.out.dtype]) and self.op == "mean":
+            raise self.fail("op", "integer mean: use sum and Requant")
+
+
+@_register
+@_frozen
+class Softmax(Instruction):
+    """Softmax along ``axis``: ``exp(x - max) / sum exp(x - max)``; with ``log``:
+    ``(x - max) - log(sum exp(x - max))``. Float only, f32 inside."""
+
+    OPCODE = "softmax"
+    INPUTS = ("x",)
+    x: LocalTensor
+    out: LocalTensor
+    axis: int
+    log: bool = False
+
+    def check_fields(self, target: Target) -> None:
+        _same_shape(self, "out", self.out, self.x)
+        if not 0 <= self.axis < 4:
+            raise self.fail("axis", f"must be in 0..3, got {self.axis}")
+        if not (self.x.dtype.is_float and self.out.dtype.is_float):
+            raise self.fail("out", "softmax is float only")
+
+
+@_register
+@_frozen
+class LayerNorm(Instruction):
+    """Layer normalization over dims ``axis..3``: ``(x - mean) / sqrt(var + eps) * weight + bias``
+    (biased variance, f32 inside); ``weight``/``bias`` hold prod(x.shape[axis:]) values or are absent."""
+
+    OPCODE = "layernorm"
+    INPUTS = ("x", "weight", "bias")
+    x: LocalTensor
+    weight: LocalTensor | None = None
+    bias: LocalTensor | None = None
+    out: LocalTensor
+    axis: int
+    eps: float = 1e-5
+
+    def check_fields(self, target: Target) -> None:
+        _same_shape(self, "out", self.out, self.x)
+        if not 0 <= self.axis < 4:
+            raise self.fail("axis", f"must be in 0..3, got {self.axis}")
+        inner = math.prod(self.x.shape[self.axis:])
+        for name, t in (("weight", self.weight), ("bias", self.bias)):
+            if t is not None and (t.numel != inner or not t.dtype.is_float):
+                raise self.fail(name, f"needs {inner} float values")
+        if not (self.x.dtype.is_float and self.out.dtype.is_float):
+            raise self.fail("out", "layernorm is float only")
+        if not self.eps > 0:
+            raise self.fail("eps", "must be > 0")

@@ -1,0 +1,138 @@
+"""Functional simulator: executes a Program's instructions in order on DDR + per-lane local memory.
+
+DMA instructions move bytes with the checked copy (C or numpy); a compute instruction gathers its
+input tiles from the lanes into dense arrays, runs the selected kernel, and scatters the result
+tile back into the lanes. So an allocation bug (two live tiles overlapping in a lane, a tile past
+its lane's end) shows up as a wrong result or a :class:`ProgramError`, never as a silent success.
+
+Example:
+    >>> import numpy as np
+    >>> from torch_tpu.cmodel.builder import ProgramBuilder
+    >>> b = ProgramBuilder("bm1684x")
+    >>> x = b.input("x", (1, 2, 2, 2), "f32")
+    >>> t = b.load(x)
+    >>> y = b.activation("relu", t, layer="relu")
+    >>> b.output("y", b.store(y))
+    >>> out = run_program(b.build(), {"x": np.full((1, 2, 2, 2), -1.0, np.float32)})
+    >>> out["y"].abs().sum().item()
+    0.0
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from typing import Mapping
+
+import numpy as np
+import torch
+
+from torch_tpu.cmodel import isa
+from torch_tpu.cmodel.kernels import KernelSet, get_kernel_set
+from torch_tpu.cmodel.memory import Memory
+from torch_tpu.cmodel.program import Program
+from torch_tpu.cmodel.timing import Profile, simulate_timing
+from torch_tpu.errors import ProgramError
+
+
+@dataclasses.dataclass
+class RunResult:
+    """Outputs by name; the profile (``profile=True``); with ``debug=True`` the output tile of every
+    compute instruction, by layer stable name, in execution order."""
+
+    outputs: dict[str, torch.Tensor]
+    profile: Profile | None = None
+    intermediates: dict[str, list[torch.Tensor]] = dataclasses.field(default_factory=dict)
+
+
+def _to_storage(value: np.ndarray | torch.Tensor, io, where: str) -> np.ndarray:
+    t = value if isinstance(value, torch.Tensor) else torch.from_numpy(np.asarray(value))
+    if t.dtype != io.dtype.torch:
+        raise ProgramError(f"{where} '{io.name}': dtype {t.dtype}, the program expects {io.dtype.label}")
+    if tuple(t.shape) != tuple(io.shape):
+        raise ProgramError(f"{where} '{io.name}': shape {tuple(t.shape)}, the program expects {tuple(io.shape)}")
+    t = t.detach().cpu().contiguous()
+    if io.dtype == isa.DType.BF16:
+        t = t.view(torch.uint16)
+    return t.numpy()
+
+
+def _to_torch(a: np.ndarray, dtype: isa.DType) -> torch.Tensor:
+    t = torch.from_numpy(a)
+    return t.view(torch.bfloat16) if dtype == isa.DType.BF16 else t
+
+
+class Simulator:
+    """Holds a validated program, its memories and the kernel set; :meth:`run` executes it once.
+
+    Args:
+        program: the Program (validated here).
+        kernels: ``auto``, ``c``, ``triton`` or ``reference``.
+    """
+
+    def __init__(self, program: Program, kernels: str = "auto"):
+        program.validate()
+        self.program = program
+        self.target = program.get_target()
+        self.kernels: KernelSet = get_kernel_set(kernels)
+
+    def run(self, inputs: Mapping[str, np.ndarray | torch.Tensor], debug: bool = False
+            ) -> tuple[dict[str, torch.Tensor], dict[str, list[torch.Tensor]]]:
+        """Execute once; returns (outputs, intermediates)."""
+        p = self.program
+        missing = [t.name for t in p.inputs if t.name not in inputs]
+        extra = sorted(set(inputs) - {t.name for t in p.inputs})
+        if missing or extra:
+            raise ProgramError(f"program inputs: missing {missing}, unknown {extra} "
+                               f"(expected {[t.name for t in p.inputs]})")
+        mem = Memory(self.target, p.ddr_bytes, use_c=self.kernels.use_c_memory)
+        if p.weights:
+            base = next(r.base for r in p.regions if r.name == p.weight_region)
+            mem.write_ddr(base, np.frombuffer(p.weights, dtype=np.uint8))
+        for io in p.inputs:
+            mem.write_ddr(io.addr, _to_storage(inputs[io.name], io, "input"))
+        intermediates: dict[str, list[torch.Tensor]] = {}
+        for inst in p.instructions:
+            try:
+                if inst.ENGINE == "dma":
+                    mem.dma(inst.src, inst.dst)
+                    continue
+                ops = [mem.read_local(t) if t is not None else None for t in inst.inputs()]
+                result = self.kernels.kernel(inst)(inst, ops)
+                mem.write_local(inst.out, result)
+            except ValueError as e:
+                raise inst.fail("operands", str(e)) from None
+            if debug:
+                intermediates.setdefault(inst.layer, []).append(_to_torch(result, inst.out.dtype))
+        outputs = {io.name: _to_torch(mem.read_ddr(io.addr, io.shape, io.dtype), io.dtype) for io in p.outputs}
+        return outputs, intermediates
+
+
+def estimate(program: Program) -> Profile:
+    """The timing profile of a program without executing it (timing does not depend on data)."""
+    program.validate()
+    min_bytes = sum(t.nbytes for t in program.inputs + program.outputs) + len(program.weights)
+    return simulate_timing(program.instructions, program.get_target(), min_bytes)
+
+
+def run_program(program: Program | str | os.PathLike, inputs: Mapping[str, np.ndarray | torch.Tensor],
+                kernels: str = "auto", profile: bool = False, debug: bool = False
+                ) -> dict[str, torch.Tensor] | RunResult:
+    """Run a Program (or a ``.tpu`` path) on the cmodel.
+
+    Args:
+        program: a Program or the path of a saved one.
+        inputs: by IO name, numpy arrays or tensors of the program's dtypes and shapes.
+        kernels: ``auto`` | ``c`` | ``triton`` | ``reference``.
+        profile: also compute the timing profile.
+        debug: also keep every compute instruction's output tile, by layer.
+
+    Returns:
+        ``{name: tensor}`` when neither ``profile`` nor ``debug`` is set, else a :class:`RunResult`.
+    """
+    if not isinstance(program, Program):
+        program = Program.load(program)
+    outputs, intermediates = Simulator(program, kernels).run(inputs, debug=debug)
+    if not (profile or debug):
+        return outputs
+    return RunResult(outputs, estimate(program) if profile else None, intermediates)
