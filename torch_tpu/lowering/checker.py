@@ -10,6 +10,13 @@
 * a ``tpu.cast`` changes the dtype (no identity casts);
 * stable names are unique.
 
+At precision ``int8`` (see :func:`check_int8_node`) float values may be f32 or any float precision of the
+target (layers kept in float by the qtable or for lack of an int8 rule), and every ``*_int8`` op is checked:
+int8 activations and weights, int32 bias, an int32 multiplier and shift per output channel (or per tensor)
+in range, int8 results (f32/bf16/f16 only from ``dequantize_int8``); a ``tpu.cast`` never touches int8
+(precision boundaries are ``quantize_int8`` / ``dequantize_int8``), and float ops never read int8 values
+except data movement.
+
 For a partitioned module, every ``tpu_<i>`` submodule is checked.
 """
 
@@ -24,10 +31,53 @@ from torch._subclasses.fake_tensor import FakeTensorMode
 from torch_tpu.errors import VerificationError
 from torch_tpu.graph.names import stable_name
 from torch_tpu.graph.printer import dtype_str, op_str, type_str
+from torch_tpu.lowering.builder import fetch_attr
 from torch_tpu.targets import PRECISION_DTYPES, Target, get_target
 from torch_tpu.tpu_ops import define_all, is_tpu_op, op_defs
 
 _MIXED_OK = {"cast", "embedding", "gather", "where"}
+
+#: non-int8 ops that may move int8 values (no arithmetic).
+INT8_DATA_MOVEMENT = {"reshape", "permute", "expand", "slice", "copy", "concat"}
+#: int8 op -> {argument index: expected dtype} for its tensor operands other than int8 ones.
+_INT8_SPECIAL = {
+    "conv2d_int8": {2: torch.int32, 7: torch.int32, 8: torch.int64},
+    "linear_int8": {2: torch.int32, 3: torch.int32, 4: torch.int64},
+}
+
+
+def check_int8_node(gm: fx.GraphModule, node: fx.Node, short: str, gm_name: str) -> None:
+    """Dtype and qparam checks of one ``*_int8`` op (module doc)."""
+    special = _INT8_SPECIAL.get(short, {})
+    for i, a in enumerate(node.args):
+        items = a if isinstance(a, (list, tuple)) else [a]
+        for it in items:
+            v = it.meta.get("val") if isinstance(it, fx.Node) else None
+            if not isinstance(v, torch.Tensor):
+                continue
+            want = special.get(i, torch.int8)
+            if short == "quantize_int8" and i == 0:
+                if not v.dtype.is_floating_point:
+                    raise _fail(gm_name, node, f"quantizes a {dtype_str(v.dtype)} value")
+            elif v.dtype != want:
+                raise _fail(gm_name, node, f"operand {i} is {dtype_str(v.dtype)}, expected {dtype_str(want)}")
+    out = node.meta["val"]
+    if short == "dequantize_int8":
+        if not out.dtype.is_floating_point:
+            raise _fail(gm_name, node, f"dequantizes to {dtype_str(out.dtype)}")
+    elif out.dtype != torch.int8:
+        raise _fail(gm_name, node, f"result is {dtype_str(out.dtype)}, expected int8")
+    if short in _INT8_SPECIAL:
+        m_node, s_node = node.args[7:9] if short == "conv2d_int8" else node.args[3:5]
+        channels = out.shape[1] if short == "conv2d_int8" else out.shape[-1]
+        for what, n, lo, hi in (("multiplier", m_node, 0, 2 ** 31 - 1), ("shift", s_node, 0, 63)):
+            if not isinstance(n, fx.Node) or n.op != "get_attr":
+                raise _fail(gm_name, node, f"{what} is not a constant")
+            t = fetch_attr(gm, n.target)
+            if t.numel() not in (1, channels) or t.dim() > 1:
+                raise _fail(gm_name, node, f"{what} has shape {list(t.shape)}, expected 1 or {channels} values")
+            if t.numel() and (int(t.min()) < lo or int(t.max()) > hi):
+                raise _fail(gm_name, node, f"{what} outside [{lo}, {hi}]")
 
 
 def _fail(gm_name: str, node: fx.Node, msg: str) -> VerificationError:
@@ -55,6 +105,8 @@ def check_tpu(gm: fx.GraphModule, target: Target | str, precision: str, *, name:
         return
     dtype = PRECISION_DTYPES[precision]
     allowed = {dtype, torch.float32}
+    if precision == "int8":
+        allowed |= {PRECISION_DTYPES[p] for p in target.precisions if p in ("bf16", "f16")}
     fakes = {define_all()[k]: d.fake for k, d in op_defs().items()}
     mode = FakeTensorMode(allow_non_fake_inputs=True)
     seen: dict[str, fx.Node] = {}
@@ -93,6 +145,17 @@ def check_tpu(gm: fx.GraphModule, target: Target | str, precision: str, *, name:
         if type_str(expect) != type_str(val):
             raise _fail(name, node, f"meta['val'] is {type_str(val)} but the op gives {type_str(expect)}")
         ins = _float_tensors((node.args, node.kwargs))
+        if precision == "int8":
+            if short.endswith("_int8"):
+                check_int8_node(gm, node, short, name)
+                continue
+            if short == "cast" and val.dtype == torch.int8:
+                raise _fail(name, node, "casts to int8 (quantize with quantize_int8)")
+            int8_in = []
+            fx.node.map_arg(node.args, lambda n: int8_in.append(n) if getattr(n.meta.get("val"), "dtype", None)
+                            == torch.int8 else None)
+            if int8_in and (short not in INT8_DATA_MOVEMENT or val.dtype != torch.int8):
+                raise _fail(name, node, f"reads int8 value '{stable_name(int8_in[0])}' without dequantize_int8")
         if short == "cast":
             if node.args[0].meta["val"].dtype == val.dtype:
                 raise _fail(name, node, f"cast to the same dtype {dtype_str(val.dtype)}")

@@ -58,6 +58,10 @@ class LowerCtx:
         precision: ``f32``, ``bf16`` or ``f16``.
         dtype: storage dtype of float values at this precision.
         builder: the graph under construction (rules use the methods below rather than this).
+        quant: INT8 lowering only: the :class:`~torch_tpu.lowering.qparams.QuantParams` of the graph
+            (``quant.of(node)`` gives a TOP value's scale and zero point); None for float lowering.
+        fused_act: INT8 lowering only: the relu / hardtanh / clamp TOP node fused into this conv/linear
+            (its scale is the output scale, its bounds the saturation bounds), else None.
     """
 
     node: fx.Node
@@ -67,6 +71,8 @@ class LowerCtx:
     precision: str
     dtype: torch.dtype
     builder: GraphBuilder
+    quant: Any = None
+    fused_act: fx.Node | None = None
 
     # -- reading the TOP node ------------------------------------------------------------------
     def arg(self, key: int | str) -> Any:
@@ -120,7 +126,8 @@ class LowerCtx:
         return self.builder.cast(node, dtype)
 
 
-def make_ctx(node: fx.Node, target: Target, precision: str, dtype: torch.dtype, builder: GraphBuilder) -> LowerCtx:
-    """The context for lowering ``node``."""
+def make_ctx(node: fx.Node, target: Target, precision: str, dtype: torch.dtype, builder: GraphBuilder, *,
+             quant: Any = None, fused_act: fx.Node | None = None) -> LowerCtx:
+    """The context for lowering ``node`` (``quant``/``fused_act``: INT8 lowering, see :class:`LowerCtx`)."""
     return LowerCtx(node=node, name=stable_name(node), params=bind_params(node), target=target,
-                    precision=precision, dtype=dtype, builder=builder)
+                    precision=precision, dtype=dtype, builder=builder, quant=quant, fused_act=fused_act)

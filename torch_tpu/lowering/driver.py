@@ -2,8 +2,8 @@
 
 Steps:
 
-1. ``target.check_precision(precision)`` (cv183x + f32 is a :class:`TargetError`); only float precisions
-   are lowered here.
+1. ``target.check_precision(precision)`` (cv183x + f32 is a :class:`TargetError`); float precisions are
+   lowered here, ``int8`` by :mod:`torch_tpu.lowering.int8_driver` (same rule table, ``int8`` entries).
 2. A copy of the TOP graph has its constant subgraphs folded (:mod:`torch_tpu.lowering.const_fold`).
 3. Nodes are visited in order. Inputs become f32 placeholders, constants are emitted lazily (converted to
    the precision's dtype once), each op goes to its rule (:mod:`torch_tpu.lowering.rules`), getitems pick
@@ -18,6 +18,7 @@ another dtype (at most one per value and dtype).
 from __future__ import annotations
 
 import operator
+from typing import Any
 
 import torch.fx as fx
 
@@ -39,14 +40,19 @@ def check_float_precision(target: Target, precision: str) -> None:
 
 
 def lower(gm_top: fx.GraphModule, target: Target | str, precision: str, *,
-          table: RuleTable | None = None) -> fx.GraphModule:
+          table: RuleTable | None = None, calibration_table: Any = None, qtable: Any = None,
+          asymmetric: bool = False) -> fx.GraphModule:
     """Lower a fully supported TOP graph to a TPU graph (only ``torch.ops.tpu.*`` ops).
 
     Args:
         gm_top: the TOP GraphModule (not modified).
         target: a preset name or :class:`Target`.
-        precision: ``f32``, ``bf16`` or ``f16``.
+        precision: ``f32``, ``bf16``, ``f16``, or ``int8`` (then see
+            :func:`torch_tpu.lowering.int8_driver.lower_int8`).
         table: the rule table (default: :func:`torch_tpu.lowering.rules.default_table`).
+        calibration_table: int8 only (required): a ``CalibrationTable`` or its path.
+        qtable: int8 only: per-layer modes, a ``QTable``, its path or ``{stable_name: "F32"|"BF16"|"F16"|"INT8"}``.
+        asymmetric: int8 only: asymmetric activations.
 
     Returns:
         The TPU GraphModule: same inputs and outputs (f32 at the boundary), stable names kept.
@@ -61,6 +67,13 @@ def lower(gm_top: fx.GraphModule, target: Target | str, precision: str, *,
     """
     from torch_tpu.lowering.rules import default_table
 
+    if precision == "int8":
+        from torch_tpu.lowering.int8_driver import lower_int8
+
+        if calibration_table is None:
+            raise TargetError("lowering: precision int8 needs a calibration_table (torch_tpu.calibrate)")
+        return lower_int8(gm_top, target, calibration_table=calibration_table, qtable=qtable, asymmetric=asymmetric,
+                          table=table)
     target = get_target(target)
     check_float_precision(target, precision)
     table = table if table is not None else default_table()

@@ -12,11 +12,13 @@ from __future__ import annotations
 
 import dataclasses
 import operator
+from typing import Any
 
 import torch.fx as fx
 from torch.fx.passes.infra.partitioner import CapabilityBasedPartitioner
 from torch.fx.passes.operator_support import OperatorSupportBase
 
+from torch_tpu.errors import TargetError
 from torch_tpu.graph.names import set_stable_name, source_location, stable_name
 from torch_tpu.graph.printer import op_str
 from torch_tpu.lowering.builder import fetch_attr
@@ -80,16 +82,36 @@ def _internalize_constants(outer: fx.GraphModule, call: fx.Node, sub: fx.GraphMo
     sub.recompile()
 
 
+class Int8RuleSupport(OperatorSupportBase):
+    """``OperatorSupport`` for int8: a node is supported if the int8 lowering can lower it (its int8 rule,
+    or the float rule of its qtable mode / of the target's fallback precision)."""
+
+    def __init__(self, table: RuleTable, target: Target, qtable):
+        self.table, self.target, self.qtable = table, target, qtable
+
+    def is_node_supported(self, submodules, node: fx.Node) -> bool:
+        from torch_tpu.lowering.int8_driver import supports_int8
+
+        if node.op != "call_function":
+            return False
+        if node.target is operator.getitem:
+            return self.is_node_supported(submodules, node.args[0])
+        return supports_int8(self.table, node, self.target, self.qtable)
+
+
 def lower_partitioned(gm_top: fx.GraphModule, target: Target | str, precision: str, *, fallback: bool = True,
-                      table: RuleTable | None = None) -> fx.GraphModule:
+                      table: RuleTable | None = None, calibration_table: Any = None, qtable: Any = None,
+                      asymmetric: bool = False) -> fx.GraphModule:
     """Lower what the target supports; leave the rest to eager PyTorch.
 
     Args:
         gm_top: the TOP GraphModule (not modified).
         target: preset name or :class:`Target`.
-        precision: ``f32``, ``bf16`` or ``f16``.
+        precision: ``f32``, ``bf16``, ``f16`` or ``int8``.
         fallback: False makes the first unsupported op an :class:`UnsupportedOpError`.
         table: rule table (default: the shared default table).
+        calibration_table, qtable, asymmetric: for ``int8``, as in :func:`torch_tpu.lowering.driver.lower`
+            (every partition is lowered with the same tables; stable names are kept inside partitions).
 
     Returns:
         An outer GraphModule calling ``tpu_<i>`` submodules (pure TPU graphs) and ATen ops for the
@@ -103,13 +125,28 @@ def lower_partitioned(gm_top: fx.GraphModule, target: Target | str, precision: s
     from torch_tpu.lowering.rules import default_table
 
     target = get_target(target)
-    check_float_precision(target, precision)
     table = table if table is not None else default_table()
+    int8_kw = {}
+    if precision == "int8":
+        from torch_tpu.lowering.qparams import load_calibration_table, load_qtable
+
+        target.check_precision("int8")
+        if calibration_table is None:
+            raise TargetError("lowering: precision int8 needs a calibration_table (torch_tpu.calibrate)")
+        qt = load_qtable(qtable)
+        int8_kw = {"calibration_table": load_calibration_table(calibration_table), "qtable": qt,
+                   "asymmetric": asymmetric}
+        support = Int8RuleSupport(table, target, qt)
+    else:
+        check_float_precision(target, precision)
+        support = RuleSupport(table, target, precision)
     gm = fold_constants(copy_graph_module(gm_top))
-    support = RuleSupport(table, target, precision)
     unsupported = [n for n in gm.graph.nodes if n.op == "call_function" and n.target is not operator.getitem
                    and not support.is_node_supported({}, n)]
     if unsupported and not fallback:
+        if precision == "int8":
+            from torch_tpu.lowering.int8_driver import choose_rule, mode_of
+            choose_rule(table, unsupported[0], target, mode_of(int8_kw["qtable"], unsupported[0]))
         table.rule_for(unsupported[0], target, precision)  # raises UnsupportedOpError with the reason
     partitioner = CapabilityBasedPartitioner(gm, support, allows_single_node_partition=True)
     fused = partitioner.fuse_partitions(partitioner.propose_partitions(), prefix="_fused_")
@@ -119,7 +156,7 @@ def lower_partitioned(gm_top: fx.GraphModule, target: Target | str, precision: s
             continue
         sub = getattr(fused, node.target)
         _internalize_constants(fused, node, sub)
-        tpu = lower(sub, target, precision, table=table)
+        tpu = lower(sub, target, precision, table=table, **int8_kw)
         name = f"tpu_{count}"
         count += 1
         delattr(fused, node.target)

@@ -1,6 +1,7 @@
 """The one place where the TPU op set is registered with ``torch.library``.
 
-Each family module (conv, matmul, eltwise, activation, pool, reduce, norm, shape, cast) lists its ops as
+Each family module (conv, matmul, eltwise, activation, pool, reduce, norm, shape, cast and the INT8
+families int8_mac, int8_eltwise, int8_pool) lists its ops as
 :class:`~torch_tpu.tpu_ops._common.OpDef` records in ``OPS``; :func:`define_all` turns every record into a
 ``torch.library.custom_op("tpu::<name>", mutates_args=())`` with its fake implementation. Names are
 unique across families (a duplicate is an error at registration).
@@ -17,11 +18,12 @@ from __future__ import annotations
 import torch
 
 from torch_tpu.errors import TorchTpuError
-from torch_tpu.tpu_ops import activation, cast, conv, eltwise, matmul, norm, pool, reduce, shape
+from torch_tpu.tpu_ops import (activation, cast, conv, eltwise, int8_eltwise, int8_mac, int8_pool, matmul, norm, pool,
+                               reduce, shape)
 from torch_tpu.tpu_ops._common import OpDef
 
 NAMESPACE = "tpu"
-FAMILIES = (conv, matmul, eltwise, activation, pool, reduce, norm, shape, cast)
+FAMILIES = (conv, matmul, eltwise, activation, pool, reduce, norm, shape, cast, int8_mac, int8_eltwise, int8_pool)
 
 _DEFINED: dict[str, torch._ops.OpOverload] = {}
 

@@ -8,9 +8,11 @@ from __future__ import annotations
 import functools
 
 from torch_tpu.lowering.registry import RuleTable
-from torch_tpu.lowering.rules import activation, conv, eltwise, matmul, norm, pool, reduce, shape
+from torch_tpu.lowering.rules import (activation, conv, eltwise, int8_eltwise, int8_mac, int8_pool, matmul, norm, pool,
+                                     reduce, shape)
 
-FAMILIES = (conv, matmul, eltwise, activation, pool, reduce, norm, shape)
+#: float families, then the INT8 families (their rules are registered for precision ``int8`` only).
+FAMILIES = (conv, matmul, eltwise, activation, pool, reduce, norm, shape, int8_mac, int8_eltwise, int8_pool)
 
 
 def build_table() -> RuleTable:

@@ -1,0 +1,238 @@
+"""INT8 lowering: a TOP graph -> one TPU graph with int8 activations, driven by a calibration table and a qtable.
+
+Steps (see README.md, "INT8"):
+
+1. Constants are folded as for the float lowering; qparams come from the calibration table
+   (:mod:`torch_tpu.lowering.qparams`); the qtable gives each layer's mode (default ``INT8``).
+2. Conv / linear followed by their only user relu / relu6 / clip are fused: the product is requantized
+   straight to the activation's scale with the activation as saturation bounds; the fused node takes the
+   activation's stable name (the last node it replaces).
+3. Each node is lowered by its ``int8`` rule when its mode is INT8 and the rule accepts it; otherwise by the
+   float rule of its qtable mode (``F32``/``BF16``/``F16``), or, for INT8 nodes without an int8 rule
+   (softmax, layer norm, ...), of the target's fallback float precision: **f32 where the target has it
+   (bm1684x, bm1688: accuracy first; these ops are a small share of the work), bf16 otherwise (cv183x)**.
+4. Precision boundaries get casts: ``tpu.quantize_int8`` (``<value>.quantize``) where an int8 op reads a
+   float value -- graph inputs included -- and ``tpu.dequantize_int8`` (``<value>.dequantize_<dtype>``)
+   where a float op reads an int8 value; graph outputs are dequantized to f32.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import operator
+import os
+from typing import Mapping
+
+import torch
+import torch.fx as fx
+
+from torch_tpu.errors import TargetError, VerificationError
+from torch_tpu.graph.names import stable_name
+from torch_tpu.graph.printer import dtype_str
+from torch_tpu.lowering.builder import GraphBuilder, fetch_attr
+from torch_tpu.lowering.const_fold import copy_graph_module, fold_constants
+from torch_tpu.lowering.context import make_ctx
+from torch_tpu.fixed_point import quantize
+from torch_tpu.lowering.qparams import QuantParams, check_mode, load_calibration_table, load_qtable
+from torch_tpu.lowering.registry import Rule, RuleTable
+from torch_tpu.quant.tables import CalibrationTable, QTable
+from torch_tpu.targets import PRECISION_DTYPES, Target, get_target
+
+MODE_PRECISION = {"F32": "f32", "BF16": "bf16", "F16": "f16", "INT8": "int8"}
+aten = torch.ops.aten
+
+#: activations that fuse into a preceding conv / linear as saturation bounds.
+FUSIBLE_ACTS = (aten.relu.default, aten.hardtanh.default, aten.clamp.default, aten.clamp_min.default)
+FUSING_PRODUCERS = (aten.convolution.default, aten.addmm.default, aten.mm.default)
+
+
+def fallback_precision(target: Target) -> str:
+    """The float precision for INT8-graph ops without an int8 rule: f32 if the target has it, else bf16."""
+    for p in ("f32", "bf16", "f16"):
+        if p in target.precisions:
+            return p
+    raise TargetError(f"target {target.name} has no float precision for ops without an int8 rule")
+
+
+class QuantGraphBuilder(GraphBuilder):
+    """A :class:`GraphBuilder` whose values convert between int8 and float with quantize/dequantize ops.
+
+    ``value(top, torch.int8)`` of a float value emits ``tpu.quantize_int8`` with ``top``'s qparams (constants
+    are quantized once per tensor); ``value(top, float dtype)`` of an int8 value emits ``tpu.dequantize_int8``.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.qp: QuantParams | None = None
+        self._q_cache: dict[tuple[fx.Node, torch.dtype], fx.Node] = {}
+
+    def value(self, top: fx.Node, dtype: torch.dtype | None = None) -> fx.Node:
+        if dtype == torch.int8 and top in self.consts and self.consts[top].dtype.is_floating_point:
+            key = (top, dtype)
+            if key not in self._q_cache:
+                qp = self.qp.of(top)
+                q = quantize(self.consts[top].to(torch.float64), qp.scale, qp.zero_point, dtype=torch.int8)
+                self._q_cache[key] = self.add_const(q, f"{stable_name(top)}.int8", top)
+            return self._q_cache[key]
+        node = super().value(top, None)
+        if dtype is None or isinstance(node, tuple):
+            return node
+        have = node.meta["val"].dtype
+        if have == dtype:
+            return node
+        if dtype == torch.int8 and have.is_floating_point:
+            return self._convert(top, node, dtype, "quantize_int8")
+        if have == torch.int8 and dtype.is_floating_point:
+            return self._convert(top, node, dtype, "dequantize_int8")
+        return self.cast(node, dtype)
+
+    def _convert(self, top: fx.Node, node: fx.Node, dtype: torch.dtype, op: str) -> fx.Node:
+        key = (node, dtype)
+        if key not in self._q_cache:
+            qp = self.qp.of(top)
+            with self.graph.inserting_after(node):
+                if op == "quantize_int8":
+                    new = self.emit(op, (node, qp.scale, qp.zero_point), None, f"{stable_name(node)}.quantize", top)
+                else:
+                    new = self.emit(op, (node, qp.scale, qp.zero_point, dtype), None,
+                                    f"{stable_name(node)}.dequantize_{dtype_str(dtype)}", top)
+            self._q_cache[key] = new
+        return self._q_cache[key]
+
+
+def mode_of(qtable: QTable, node: fx.Node) -> str:
+    """The qtable mode of ``node`` (``INT8`` when not listed)."""
+    name = stable_name(node)
+    return check_mode(qtable.get(name, "INT8"), name)
+
+
+def fusions(gm: fx.GraphModule, qtable: QTable, table: RuleTable, target: Target) -> dict[fx.Node, fx.Node]:
+    """``{producer: activation}`` for conv/linear (lowered by their int8 rule) whose only user is a fusible
+    activation with constant bounds, both INT8 in the qtable."""
+    out = {}
+    for n in gm.graph.nodes:
+        if n.op != "call_function" or n.target not in FUSING_PRODUCERS or len(n.users) != 1:
+            continue
+        rule = table.lookup(n.target, target, "int8")
+        if rule is None or not rule.accepts(n):
+            continue
+        (act,) = n.users
+        if act.target in FUSIBLE_ACTS and mode_of(qtable, n) == "INT8" and mode_of(qtable, act) == "INT8":
+            bounds = [a for a in act.args[1:]]
+            if all(not isinstance(a, fx.Node) for a in bounds):
+                out[n] = act
+    return out
+
+
+def choose_rule(table: RuleTable, node: fx.Node, target: Target, mode: str) -> tuple[Rule, str]:
+    """The rule for ``node`` in qtable ``mode``: its int8 rule, else a float rule (module doc, step 3)."""
+    if mode == "INT8":
+        rule = table.lookup(node.target, target, "int8")
+        if rule is not None and rule.accepts(node):
+            return rule, "int8"
+        precision = fallback_precision(target)
+    else:
+        precision = MODE_PRECISION[mode]
+        target.check_precision(precision)
+    return table.rule_for(node, target, precision), precision
+
+
+def supports_int8(table: RuleTable, node: fx.Node, target: Target, qtable: QTable) -> bool:
+    """Whether :func:`lower_int8` can lower ``node`` (int8 rule, or the float rule it falls back to)."""
+    if node.op != "call_function":
+        return False
+    mode = mode_of(qtable, node)
+    if mode == "INT8":
+        rule = table.lookup(node.target, target, "int8")
+        if rule is not None and rule.accepts(node):
+            return True
+        return table.supports(node, target, fallback_precision(target))
+    return table.supports(node, target, MODE_PRECISION[mode])
+
+
+def lower_int8(gm_top: fx.GraphModule, target: Target | str, *,
+               calibration_table: CalibrationTable | str | os.PathLike,
+               qtable: QTable | Mapping[str, str] | str | os.PathLike | None = None, asymmetric: bool = False,
+               table: RuleTable | None = None) -> fx.GraphModule:
+    """Lower a TOP graph to an INT8 TPU graph (float layers where the qtable or missing int8 rules say so).
+
+    Args:
+        gm_top: the TOP GraphModule (not modified).
+        target: a preset name or :class:`Target` (must have ``int8``).
+        calibration_table: a :class:`CalibrationTable` or the path of one (thresholds by stable name).
+        qtable: per-layer modes ``{stable_name: "F32"|"BF16"|"F16"|"INT8"}``, a :class:`QTable` or its path.
+        asymmetric: asymmetric activations (zero points from the table's min/max).
+        table: the rule table (default: :func:`torch_tpu.lowering.rules.default_table`).
+
+    Returns:
+        The TPU GraphModule, f32 at its boundary; ``meta["precision"] == "int8"``.
+
+    Example:
+        >>> tpu = lower_int8(top.gm, "bm1684x", calibration_table=table)    # doctest: +SKIP
+    """
+    from torch_tpu.lowering.rules import default_table
+
+    target = get_target(target)
+    target.check_precision("int8")
+    table = table if table is not None else default_table()
+    cal = load_calibration_table(calibration_table)
+    qt = load_qtable(qtable)
+    gm = fold_constants(copy_graph_module(gm_top))
+    b = QuantGraphBuilder()
+    qp = QuantParams(cal, b.consts, asymmetric)
+    b.qp = qp
+    fused = fusions(gm, qt, table, target)
+    fused_into = {act: prod for prod, act in fused.items()}
+    out_node = None
+    for node in gm.graph.nodes:
+        if node.op == "placeholder":
+            b.env[node] = b.placeholder(node)
+        elif node.op == "get_attr":
+            b.consts[node] = fetch_attr(gm, node.target)
+        elif node.op == "call_function" and node.target is operator.getitem:
+            parent = b.env.get(node.args[0])
+            if not isinstance(parent, tuple) or parent[node.args[1]] is None:
+                raise VerificationError(f"lowering/int8_driver.py: getitem '{stable_name(node)}' of "
+                                        f"'{stable_name(node.args[0])}' has no lowered value")
+            b.env[node] = parent[node.args[1]]
+            if node.args[0] in qp._inherited:
+                qp.inherit(node, node.args[0])
+        elif node.op == "call_function" and node in fused_into:
+            b.env[node] = b.env[fused_into[node]]
+        elif node.op == "call_function":
+            rule, precision = choose_rule(table, node, target, mode_of(qt, node))
+            dtype = PRECISION_DTYPES[precision]
+            ctx = make_ctx(node, target, precision, dtype, b, quant=qp, fused_act=fused.get(node))
+            if node in fused:
+                ctx = dataclasses.replace(ctx, name=stable_name(fused[node]))
+            b.env[node] = rule.fn(ctx)
+        elif node.op == "output":
+            out_node = node
+        else:
+            raise VerificationError(f"lowering/int8_driver.py: node '{stable_name(node)}' is a {node.op}")
+
+    def boundary(n: fx.Node) -> fx.Node:
+        v = n.meta["val"]
+        return b.value(n, v.dtype if v.dtype.is_floating_point else None)
+
+    b.graph.output(fx.node.map_arg(out_node.args[0], boundary))
+    tpu = b.finish()
+    tpu.meta["target"] = target.name
+    tpu.meta["precision"] = "int8"
+    tpu.meta["asymmetric"] = asymmetric
+    return tpu
+
+
+
+def fused_producer_names(gm_top: fx.GraphModule, target: Target | str,
+                         qtable: QTable | Mapping[str, str] | str | os.PathLike | None = None,
+                         table: RuleTable | None = None) -> set[str]:
+    """Stable names of the conv/linear values the int8 graph never materialises (fused into their
+    activation, so only the activation's output is quantized). A fake-quant simulation that leaves these
+    out quantizes the same tensors as the int8 graph.
+    """
+    from torch_tpu.lowering.rules import default_table
+
+    gm = fold_constants(copy_graph_module(gm_top))
+    fused = fusions(gm, load_qtable(qtable), table if table is not None else default_table(), get_target(target))
+    return {stable_name(n) for n in fused}

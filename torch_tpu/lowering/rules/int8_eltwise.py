@@ -1,0 +1,164 @@
+"""INT8 rules for element-wise ops: binary ``add/sub/mul`` of two tensors, ``cat``, and lookup tables.
+
+* ``add/sub(a, b)`` of two tensors -> ``tpu.add_int8``/``sub_int8``: common scale ``s_c = s_y / 2^k``
+  (``k = 8`` extra fraction bits, fewer if ``256 · s_i / s_y · 2^k`` would reach ``2^31``),
+  ``a_m · 2^-a_s ≈ s_a / s_c``, ``b_m · 2^-b_s ≈ alpha · s_b / s_c``, ``out = 2^-k`` (``k = 8``: ``2^30 · 2^-38``);
+* ``mul(a, b)`` -> ``tpu.mul_int8`` with ``m · 2^-s ≈ s_a · s_b / s_y``;
+* ``cat`` -> ``tpu.concat_int8``: input ``i`` requantized by ``s_i / s_y`` (identity when equal);
+* **lookup tables**: any element-wise op of ONE int8 activation ``x`` and constants (scalars, one-element
+  tensors) -- sigmoid, silu, gelu, tanh, hardswish, hardsigmoid, exp, erf, log, sqrt, rsqrt, relu, leaky_relu,
+  clamp/hardtanh, neg, abs, pow, ``x + c``, ``x * c``, ``x / c`` -- becomes ``tpu.lut_int8`` with
+  ``table[q & 0xff] = clamp(round(f((q - zp_x) · s_x) / s_y) + zp_y, -128, 127)`` for ``q`` in [-128, 127],
+  ``f`` evaluated in float64 by the TOP op itself (NaN -> the zero point).
+
+Constant tensor operands with more than one element are quantized per tensor (``s = max|c| / 127``).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.fx as fx
+
+from torch_tpu.fixed_point import quantize
+from torch_tpu.lowering.context import LowerCtx, bind_params
+from torch_tpu.lowering.qparams import scalar_multiplier
+from torch_tpu.lowering.registry import RuleTable, is_constant
+
+aten = torch.ops.aten
+
+#: element-wise ops a lookup table can implement (one activation operand, the rest constants).
+LUT_OPS = (
+    aten.relu.default, aten.sigmoid.default, aten.silu.default, aten.tanh.default, aten.hardswish.default,
+    aten.hardsigmoid.default, aten.exp.default, aten.erf.default, aten.log.default, aten.sqrt.default,
+    aten.rsqrt.default, aten.neg.default, aten.abs.default, aten.gelu.default, aten.leaky_relu.default,
+    aten.hardtanh.default, aten.clamp.default, aten.clamp_min.default, aten.clamp_max.default,
+    aten.pow.Tensor_Scalar, aten.add.Scalar, aten.sub.Scalar, aten.mul.Scalar, aten.div.Scalar, aten.rsub.Scalar,
+    aten.add.Tensor, aten.sub.Tensor, aten.mul.Tensor, aten.div.Tensor,
+)
+BINARY = {aten.add.Tensor: "add", aten.sub.Tensor: "sub", aten.mul.Tensor: "mul"}
+
+
+def _activations(node: fx.Node) -> list[fx.Node]:
+    """Tensor operands that are not constants."""
+    return [a for a in node.all_input_nodes if not is_constant(a)]
+
+
+def lut_applicable(node: fx.Node) -> bool:
+    """One float activation operand, constants of one element otherwise, output shaped like the operand."""
+    acts = _activations(node)
+    if len(acts) != 1 or not acts[0].meta["val"].dtype.is_floating_point:
+        return False
+    if any(is_constant(a) and a.meta["val"].numel() != 1 for a in node.all_input_nodes):
+        return False
+    if node.target == aten.div.Tensor and bind_params(node).get("rounding_mode") is not None:
+        return False
+    out = node.meta["val"]
+    return out.dtype.is_floating_point and tuple(out.shape) == tuple(acts[0].meta["val"].shape)
+
+
+def lut_table(ctx: LowerCtx) -> torch.Tensor:
+    """The 256 int8 entries (ordered by ``q & 0xff``) of the op applied to every int8 value (module doc)."""
+    (x,) = _activations(ctx.node)
+    qx, qy = ctx.quant.of(x), ctx.quant.of(ctx.node)
+    q = torch.cat([torch.arange(0, 128), torch.arange(-128, 0)]).to(torch.float64)
+    grid = (q - qx.zero_point) * qx.scale
+
+    def sub(n: fx.Node):
+        return grid if n is x else ctx.const(n).to(torch.float64)
+
+    args = fx.node.map_arg(ctx.node.args, sub)
+    kwargs = fx.node.map_arg(ctx.node.kwargs, sub)
+    with torch.no_grad():
+        y = ctx.node.target(*args, **kwargs).to(torch.float64)
+    y = torch.nan_to_num(y, nan=0.0, posinf=1e30, neginf=-1e30)
+    return quantize(y, qy.scale, qy.zero_point, dtype=torch.int8)
+
+
+def lower_lut(ctx: LowerCtx) -> fx.Node:
+    """An element-wise op of one int8 activation -> ``tpu.lut_int8`` (table in the module doc)."""
+    (x,) = _activations(ctx.node)
+    return ctx.emit("lut_int8", ctx.operand(x), ctx.add_const(lut_table(ctx), "table"))
+
+
+def binary_applicable(node: fx.Node) -> bool:
+    """Two float tensor operands (a constant one with more than one element is quantized per tensor)."""
+    p = bind_params(node)
+    a, b = p.get("self"), p.get("other")
+    return (isinstance(a, fx.Node) and isinstance(b, fx.Node) and node.meta["val"].dtype.is_floating_point
+            and a.meta["val"].dtype.is_floating_point and b.meta["val"].dtype.is_floating_point
+            and not (is_constant(a) and is_constant(b)))
+
+
+def common_scale_bits(ratio_a: float, ratio_b: float, bits: int = 8) -> int:
+    """Extra fraction bits ``k`` of the common scale ``s_y / 2^k``: 8, fewer when an input rescaled by
+    ``ratio · 2^k`` could leave int32 (``256 · ratio · 2^k < 2^31``)."""
+    worst = 256.0 * max(ratio_a, ratio_b, 1e-30)
+    while bits > 0 and worst * 2.0 ** bits >= 2.0 ** 31:
+        bits -= 1
+    return bits
+
+
+def lower_binary(ctx: LowerCtx, op: str) -> fx.Node:
+    """``add/sub/mul`` of two int8 tensors (module doc)."""
+    a, b = ctx.arg("self"), ctx.arg("other")
+    qa, qb, qy = ctx.quant.of(a), ctx.quant.of(b), ctx.quant.of(ctx.node)
+    xa, xb = ctx.operand(a), ctx.operand(b)
+    if op == "mul":
+        m, s = scalar_multiplier(qa.scale * qb.scale / qy.scale)
+        return ctx.emit("mul_int8", xa, xb, m, s, qa.zero_point, qb.zero_point, qy.zero_point)
+    alpha = float(ctx.params.get("alpha", 1) or 1)
+    if alpha < 0:
+        op, alpha = ("sub" if op == "add" else "add"), -alpha
+    bits = common_scale_bits(qa.scale / qy.scale, alpha * qb.scale / qy.scale)
+    s_c = qy.scale / 2.0 ** bits
+    ma, sa = scalar_multiplier(qa.scale / s_c)
+    mb, sb = scalar_multiplier(alpha * qb.scale / s_c)
+    mo, so = scalar_multiplier(2.0 ** -bits)
+    return ctx.emit(f"{op}_int8", xa, xb, ma, sa, mb, sb, mo, so, qa.zero_point, qb.zero_point, qy.zero_point)
+
+
+def lower_elementwise(ctx: LowerCtx) -> fx.Node:
+    """``add/sub/mul/div.Tensor``: a lookup table when one operand is a scalar constant, else the binary op."""
+    if lut_applicable(ctx.node):
+        return lower_lut(ctx)
+    return lower_binary(ctx, BINARY[ctx.node.target])
+
+
+def elementwise_supported(node: fx.Node) -> bool:
+    """A lookup-table form, or (add/sub/mul) two tensor operands."""
+    return lut_applicable(node) or (node.target in BINARY and binary_applicable(node))
+
+
+def cat_supported(node: fx.Node) -> bool:
+    """Float operands."""
+    return all(t.meta["val"].dtype.is_floating_point for t in node.all_input_nodes) and \
+        node.meta["val"].dtype.is_floating_point
+
+
+def lower_cat_int8(ctx: LowerCtx) -> fx.Node:
+    """``cat(tensors, dim)`` -> ``tpu.concat_int8`` (each input requantized to the output scale)."""
+    qy = ctx.quant.of(ctx.node)
+    xs, ms, ss, zs = [], [], [], []
+    for t in ctx.params["tensors"]:
+        if t.meta["val"].numel() == 0:
+            continue
+        qt = ctx.quant.of(t)
+        m, s = scalar_multiplier(qt.scale / qy.scale)
+        xs.append(ctx.operand(t))
+        ms.append(m)
+        ss.append(s)
+        zs.append(qt.zero_point)
+    return ctx.emit("concat_int8", xs, int(ctx.params["dim"]) % ctx.val("out").dim(), ms, ss, zs, qy.zero_point)
+
+
+def register(table: RuleTable) -> None:
+    """Add this family's int8 rules to ``table`` (called once, from ``rules/__init__.py``)."""
+    kw = {"precisions": ("int8",)}
+    for op in LUT_OPS:
+        if op in BINARY or op == aten.div.Tensor:
+            table.register(op, lower_elementwise, extra_check=elementwise_supported,
+                           reason="element-wise op without an int8 form (non-float or two constants)", **kw)
+        else:
+            table.register(op, lower_lut, extra_check=lut_applicable,
+                           reason="element-wise op of more than one activation or of a non-float tensor", **kw)
+    table.register(aten.cat.default, lower_cat_int8, extra_check=cat_supported, reason="non-float operands", **kw)
