@@ -129,3 +129,30 @@ def test_stage_check_passes_in_bf16():
     for rep in reports:
         rep.raise_if_failed()
     assert len(reports[1].rows) > 3  # per named tensor, not only outputs
+
+
+def test_int8_through_torch_compile_and_the_one_call_api():
+    import torch_tpu
+    torch._dynamo.reset()
+    model = Net().eval()
+    g = torch.Generator().manual_seed(3)
+    data = [torch.randn(1, 3, 8, 8, generator=g) for _ in range(16)]
+    x = torch.randn(1, 3, 8, 8, generator=g)
+    table = torch_tpu.calibrate(model, data, num_samples=16, tune_num=0, example_inputs=(x,), progress=False)
+    got = torch.compile(model, backend="tpu", options={"precision": "int8", "calibration_table": table,
+                                                       "cache": False})(x)
+    c = recent_compiles()[-1]
+    assert c.fallbacks == []
+    ops = {str(n.target) for m in c.module.modules() if isinstance(m, torch.fx.GraphModule) for n in m.graph.nodes}
+    assert any("conv2d_int8" in o for o in ops) and any("quantize_int8" in o for o in ops)
+    ref = model(x)
+    cos = torch.nn.functional.cosine_similarity(got.flatten(), ref.flatten(), dim=0).item()
+    assert cos >= 0.98, cos
+    torch._dynamo.reset()
+    fast = torch_tpu.compile(model, (x,), precision="int8", calibration_data=data, num_samples=16, tune_num=0,
+                             cache=False)
+    assert len(fast.calibration_table) >= 5
+    assert torch.nn.functional.cosine_similarity(fast(x).flatten(), ref.flatten(), dim=0).item() >= 0.98
+    torch._dynamo.reset()
+    with pytest.raises(ConfigError, match="calibration"):
+        torch_tpu.compile(model, (x,), precision="int8")

@@ -94,20 +94,34 @@ def compare(a: Any, b: Any, tolerance: tuple[float, float] = (0.99, 0.99), **kwa
 
 
 def compile(model: torch.nn.Module, example_inputs: Sequence[Any] | None = None, *, target: str = "bm1684x",
-            precision: str = "f32", **options: Any) -> torch.nn.Module:
-    """One call: ``torch.compile(model, backend="tpu", options=...)``, compiled right away on
-    ``example_inputs`` when given (so errors and fallbacks show here, not at the first real call).
+            precision: str = "f32", calibration_data: Any = None, calibration_method: str = "kl",
+            num_samples: int = 100, tune_num: int = 5, **options: Any) -> torch.nn.Module:
+    """One call: (calibrate, then) ``torch.compile(model, backend="tpu", options=...)``, compiled right
+    away on ``example_inputs`` when given (so errors and fallbacks show here, not at the first real call).
+
+    For ``precision="int8"`` without a ``calibration_table`` option, ``calibration_data`` (an iterable of
+    inputs or a folder of .npy/.npz) is calibrated first with ``calibration_method``/``num_samples``/
+    ``tune_num``; the table is kept as ``compiled.calibration_table``.
 
     Example:
-        >>> fast = torch_tpu.compile(model, (x,), precision="bf16")   # doctest: +SKIP
+        >>> fast = torch_tpu.compile(model, (x,), precision="bf16")                            # doctest: +SKIP
+        >>> q = torch_tpu.compile(model, (x,), precision="int8", calibration_data=images)       # doctest: +SKIP
     """
     from torch_tpu.backend import tpu_backend
 
-    opts = CompileOptions.from_dict({"target": target, "precision": precision, **options})
+    table = options.pop("calibration_table", None)
+    if precision == "int8" and table is None:
+        if calibration_data is None:
+            raise ConfigError("precision int8 needs calibration_data or a calibration_table option")
+        table = calibrate(model.eval(), calibration_data, method=calibration_method, num_samples=num_samples,
+                          tune_num=tune_num, example_inputs=example_inputs)
+    opts = CompileOptions.from_dict({"target": target, "precision": precision, "calibration_table": table,
+                                     **options})
     compiled = torch.compile(model.eval(), backend=tpu_backend, options=_as_options_dict(opts))
     if example_inputs is not None:
         with torch.no_grad():
             compiled(*example_inputs)
+    compiled.calibration_table = table
     return compiled
 
 

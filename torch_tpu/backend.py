@@ -142,9 +142,9 @@ def _options_digest(opts: CompileOptions) -> str:
             return "-"
         if isinstance(x, (str, Path)) and Path(x).is_file():
             return hashlib.blake2b(Path(x).read_bytes(), digest_size=16).hexdigest()
-        return repr(sorted(x.items())) if isinstance(x, dict) else repr(x)
+        return repr(sorted(x.items())) if hasattr(x, "items") else repr(x)
     parts = [opts.target, opts.precision, file_or_value(opts.calibration_table), file_or_value(opts.qtable),
-             str(opts.fallback), torch_tpu.__version__, torch.__version__]
+             str(opts.asymmetric), str(opts.fallback), torch_tpu.__version__, torch.__version__]
     return hashlib.blake2b("|".join(parts).encode(), digest_size=16).hexdigest()
 
 
@@ -194,7 +194,9 @@ def compile_frozen(gm: fx.GraphModule, user_args: Sequence[Any], user_names: Seq
         _TOP_MEMO[digest] = top
         while len(_TOP_MEMO) > 4:
             _TOP_MEMO.popitem(last=False)
-    module = lower_partitioned(top.gm, target, opts.precision, fallback=opts.fallback)
+    module = lower_partitioned(top.gm, target, opts.precision, fallback=opts.fallback,
+                               calibration_table=opts.calibration_table, qtable=opts.qtable,
+                               asymmetric=opts.asymmetric)
     fallbacks = list(module.meta.get("fallbacks", []))
     _dump(opts, f"03_tpu_{target.name}_{opts.precision}.txt",
           format_graph(module, f"TPU graph ({target.name}/{opts.precision})"))

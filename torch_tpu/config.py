@@ -33,8 +33,9 @@ class CompileOptions:
     Attributes:
         target: a preset name (``bm1684x``, ``bm1688``, ``cv183x``).
         precision: ``f32``, ``bf16``, ``f16`` or ``int8``.
-        calibration_table: path or table object (INT8).
-        qtable: path or ``{stable_name: precision}`` (mixed precision).
+        calibration_table: path or :class:`~torch_tpu.quant.CalibrationTable` (INT8).
+        qtable: path, QTable or ``{stable_name: "F32"|"BF16"|"F16"|"INT8"}`` (mixed precision).
+        asymmetric: INT8 activations with zero points (default symmetric).
         dump_dir: write the graph after every stage/pass there, numbered.
         cmodel: which kernels run the Program (``auto`` picks the fastest available).
         fallback: let ops the target cannot run execute in eager PyTorch (the torch.compile backend);
@@ -49,6 +50,7 @@ class CompileOptions:
     precision: str = "f32"
     calibration_table: Any = None
     qtable: Any = None
+    asymmetric: bool = False
     dump_dir: str | None = None
     cmodel: str = "auto"
     fallback: bool = True
