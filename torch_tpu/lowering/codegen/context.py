@@ -1,0 +1,163 @@
+"""Per-op codegen context: DDR views of values, packed weights, slicing plans for local memory.
+
+Slicing (``plan_slices``): an op's output is cut along N then H into slices ``(n0, n1, h0, h1)``; one slice
+needs ``slice_bytes(nb, rows)`` bytes per lane (its input rows with halo, output rows, scratch) plus
+``const_bytes`` (weights, loaded once). The largest slice that fits single-buffered is taken when it covers
+the whole output; otherwise the largest slice whose *two* buffer sets fit (double buffering: slice i+1 is
+loaded into the other set while slice i computes, so its DMA has no dependency on slice i's compute).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Callable
+
+import numpy as np
+import torch
+import torch.fx as fx
+
+from torch_tpu.cmodel.kernels_ref import from_torch
+from torch_tpu.cmodel.operands import DdrTensor, DType, LocalTensor, align_up
+from torch_tpu.errors import ProgramError
+from torch_tpu.lowering.codegen.ddr_plan import DDR_ALIGN, DdrPlan, stable_name
+from torch_tpu.lowering.codegen.emitter import Emitter, ddr_view, sub_view, tile_bytes, to4d
+from torch_tpu.targets import Target
+
+Slice = tuple[int, int, int, int]
+
+
+class WeightPacker:
+    """Appends constants to the weight blob (64-byte aligned), each converted once to its cmodel dtype."""
+
+    def __init__(self):
+        self.blob = bytearray()
+        self._cache: dict[tuple, DdrTensor] = {}
+
+    def add(self, key: tuple, t: torch.Tensor, shape: tuple[int, int, int, int], dtype: DType) -> DdrTensor:
+        """The DDR view of constant ``t`` reshaped to ``shape`` (cached by ``key``)."""
+        if key in self._cache:
+            return self._cache[key]
+        t = t.detach().contiguous().reshape(shape)
+        raw = np.ascontiguousarray(from_torch(t, dtype)).tobytes()
+        addr = align_up(len(self.blob), DDR_ALIGN)
+        self.blob.extend(b"\0" * (addr - len(self.blob)) + raw)
+        view = ddr_view(addr, shape, dtype)
+        self._cache[key] = view
+        return view
+
+
+@dataclasses.dataclass
+class OpCtx:
+    """What an op's codegen needs."""
+
+    node: fx.Node
+    gm: fx.GraphModule
+    target: Target
+    em: Emitter
+    plan: DdrPlan
+    weights: WeightPacker
+
+    @property
+    def layer(self) -> str:
+        return stable_name(self.node)
+
+    def value(self, node: fx.Node, shape4: tuple[int, int, int, int] | None = None) -> DdrTensor:
+        """Contiguous DDR view of a computed value (4-D, or ``shape4`` with the same element count)."""
+        v = node.meta["val"]
+        shape = shape4 or to4d(tuple(v.shape))
+        if math.prod(shape) != v.numel():
+            raise ProgramError(f"codegen: {self.layer}: view {shape} of {tuple(v.shape)}")
+        return ddr_view(self.plan.addr[node], shape, DType.from_torch(v.dtype))
+
+    def out(self, shape4: tuple[int, int, int, int] | None = None) -> DdrTensor:
+        return self.value(self.node, shape4)
+
+    def const_tensor(self, node: fx.Node) -> torch.Tensor:
+        """The tensor of a ``get_attr`` node."""
+        obj = self.gm
+        for part in node.target.split("."):
+            obj = getattr(obj, part)
+        return obj
+
+    def is_const(self, arg) -> bool:
+        return isinstance(arg, fx.Node) and arg.op == "get_attr"
+
+    def operand(self, arg: fx.Node, shape4: tuple[int, int, int, int] | None = None) -> DdrTensor:
+        """DDR view of a value or a constant (constants are packed into the weight region as they are)."""
+        if self.is_const(arg):
+            t = self.const_tensor(arg)
+            shape = shape4 or to4d(tuple(t.shape))
+            return self.weights.add((arg.target, shape), t, shape, DType.from_torch(t.dtype))
+        return self.value(arg, shape4)
+
+
+def plan_slices(n: int, rows: int, slice_bytes: Callable[[int, int], int], const_bytes: int, mem: int,
+                where: str) -> tuple[list[Slice], bool]:
+    """Cut ``n x rows`` into slices that fit ``mem`` bytes per lane; returns (slices, double_buffered)."""
+    if slice_bytes(n, rows) + const_bytes <= mem:
+        return [(0, n, 0, rows)], False
+    for k in range(1, rows + 1):  # batch item by batch item, ceil(rows / k) rows a slice
+        r = math.ceil(rows / k)
+        if 2 * slice_bytes(1, r) + const_bytes <= mem:
+            return _cut(n, rows, r), True
+    if slice_bytes(1, 1) + const_bytes <= mem:
+        return _cut(n, rows, 1), False
+    raise ProgramError(f"codegen: {where}: one output row plus the constants ({const_bytes} bytes) do not fit "
+                       f"{mem} bytes of local memory per lane (tiling along C/W is not implemented)")
+
+
+def _cut(n: int, rows: int, r: int) -> list[Slice]:
+    return [(i, i + 1, h, min(h + r, rows)) for i in range(n) for h in range(0, rows, r)]
+
+
+def run_pipeline(count: int, double: bool, load: Callable[[int], object], compute: Callable[[int, object], object],
+                 store: Callable[[int, object], None]) -> None:
+    """Emit ``count`` slices as load -> compute -> store.
+
+    Double-buffered, the load of slice ``i + 1`` is emitted before the compute of slice ``i`` (software
+    pipelining): the DMA engine runs in program order, so this lets it fetch the next slice while the compute
+    engine works on the current one. ``load(i)`` returns what ``compute(i, loaded)`` needs; ``compute``
+    returns what ``store(i, computed)`` needs.
+    """
+    pending = {0: load(0)} if count else {}
+    for i in range(count):
+        if double and i + 1 < count:
+            pending[i + 1] = load(i + 1)
+        loaded = pending.pop(i) if i in pending else load(i)
+        store(i, compute(i, loaded))
+
+
+def row_batches(rows: int, lanes: int) -> int:
+    """How many N batches a ``rows``-row view gets: ``rows / lanes`` when that divides, else 1."""
+    return rows // lanes if rows % lanes == 0 and rows > lanes else 1
+
+
+def sliced_rows(ctx: OpCtx, xin: DdrTensor, out: DdrTensor, const_bytes: int,
+                emit: Callable[[LocalTensor, LocalTensor], None]) -> None:
+    """Tile an ``(nb, c, 1, k)`` input / ``(nb, c, 1, n)`` output pair of views along N (rows stay whole);
+    ``emit(x_tile, out_tile)`` writes the compute instruction(s) of one slice."""
+    nb, c, _, k = xin.shape
+    n = out.shape[3]
+    t = ctx.target
+    slices, double = plan_slices(nb, 1, lambda b, r: tile_bytes(t, (b, c, 1, k), xin.dtype)
+                                 + tile_bytes(t, (b, c, 1, n), out.dtype), const_bytes, t.local_mem_bytes, ctx.layer)
+    b0, b1, _, _ = slices[0]
+    sets = [(ctx.em.arena.tile((b1 - b0, c, 1, k), xin.dtype), ctx.em.arena.tile((b1 - b0, c, 1, n), out.dtype))
+            for _ in range(2 if double else 1)]
+
+    def load(i: int) -> LocalTensor:
+        b0, b1, _, _ = slices[i]
+        xs = LocalTensor(0, sets[i % len(sets)][0].addr, (b1 - b0, c, 1, k), xin.dtype)
+        ctx.em.load(sub_view(xin, (b0, 0, 0, 0), xs.shape), xs, ctx.layer)
+        return xs
+
+    def comp(i: int, xs: LocalTensor) -> LocalTensor:
+        os_ = LocalTensor(0, sets[i % len(sets)][1].addr, (xs.shape[0], c, 1, n), out.dtype)
+        emit(xs, os_)
+        return os_
+
+    def store(i: int, os_: LocalTensor) -> None:
+        ctx.em.store(os_, sub_view(out, (slices[i][0], 0, 0, 0), os_.shape), ctx.layer)
+
+    run_pipeline(len(slices), double, load, comp, store)

@@ -1,0 +1,140 @@
+"""DDR address assignment for a TPU graph: weights, IO tensors, activations with liveness-based reuse.
+
+Layout of the program's DDR::
+
+    [0, W)            region ``weight``: every constant, 64-byte aligned, in the layout its kernel reads
+    [W, W + A)        region ``activation``: graph inputs and outputs (never reused), then intermediate
+                      values packed first-fit by liveness: a value lives from its producer to its last
+                      consumer; two values may share bytes iff their live ranges do not intersect.
+
+Reshape-like ops (``tpu.reshape`` of a contiguous value) are aliases: the output is the same bytes as the
+input, and the input's live range is extended to the alias's last use.
+
+``footprint`` = bytes of the activation region actually used; ``naive`` = the sum of every value's bytes
+(no reuse, no aliasing).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import torch.fx as fx
+
+from torch_tpu.cmodel.operands import DType, align_up
+
+DDR_ALIGN = 64
+#: TPU ops whose output is the same contiguous bytes as their first input.
+ALIAS_OPS = ("reshape",)
+
+
+def op_name(node: fx.Node) -> str:
+    """``tpu.conv2d.default`` -> ``conv2d`` (empty for non-TPU call targets)."""
+    t = node.target
+    ns = getattr(t, "namespace", None)
+    if ns != "tpu":
+        return ""
+    return t._schema.name.split("::")[-1]
+
+
+def stable_name(node: fx.Node) -> str:
+    """The node's stable name (``meta["stable_name"]``), else its fx name."""
+    return node.meta.get("stable_name", node.name)
+
+
+def value_nbytes(node: fx.Node) -> int:
+    """Bytes of a node's tensor value in its cmodel dtype."""
+    v = node.meta["val"]
+    return math.prod(v.shape) * DType.from_torch(v.dtype).size
+
+
+@dataclasses.dataclass
+class DdrPlan:
+    """Where every activation value lives.
+
+    Attributes:
+        addr: fx node -> DDR byte address (absolute, inside the activation region).
+        base: start of the activation region.
+        size: bytes of the activation region (footprint, aligned).
+        naive: sum of the aligned bytes of all values (no reuse).
+        aliases: node -> the node whose bytes it shares.
+    """
+
+    addr: dict[fx.Node, int]
+    base: int
+    size: int
+    naive: int
+    aliases: dict[fx.Node, fx.Node]
+
+    def report(self) -> str:
+        """One line: footprint vs naive sum."""
+        saved = 1 - self.size / self.naive if self.naive else 0.0
+        return (f"activation DDR: {self.size} bytes with reuse vs {self.naive} naive "
+                f"({saved:.1%} saved, {len(self.aliases)} aliases)")
+
+
+def plan_ddr(gm: fx.GraphModule, base: int) -> DdrPlan:
+    """Assign DDR addresses to placeholders, outputs and intermediate values of ``gm``.
+
+    Args:
+        gm: a TPU graph (``torch.ops.tpu.*`` call_function nodes, get_attr constants).
+        base: first byte of the activation region (after the weights).
+    """
+    nodes = list(gm.graph.nodes)
+    order = {n: i for i, n in enumerate(nodes)}
+    out_node = nodes[-1]
+    outputs = set(_flat_outputs(out_node))
+    values = [n for n in nodes if n.op in ("placeholder", "call_function")]
+    aliases: dict[fx.Node, fx.Node] = {}
+    for n in values:
+        if n.op == "call_function" and op_name(n) in ALIAS_OPS and n not in outputs:
+            src = n.args[0]
+            aliases[n] = aliases.get(src, src)
+    root = lambda n: aliases.get(n, n)  # noqa: E731
+    last_use: dict[fx.Node, int] = {}
+    for n in values:
+        end = max((order[u] for u in n.users), default=order[n])
+        r = root(n)
+        last_use[r] = max(last_use.get(r, order[r]), end)
+    addr: dict[fx.Node, int] = {}
+    cursor = 0
+    naive = 0
+    fixed = [n for n in values if n.op == "placeholder" or n in outputs]
+    for n in fixed:  # IO tensors: never reused
+        addr[n] = base + cursor
+        cursor = align_up(cursor + value_nbytes(n), DDR_ALIGN)
+    naive = cursor
+    io_end = cursor
+    live: list[tuple[int, int, int]] = []  # (offset, size, last_use) relative to io_end
+    peak = 0
+    for n in values:
+        if n in addr or n in aliases:
+            continue
+        size = align_up(value_nbytes(n), DDR_ALIGN)
+        naive += size
+        live = [seg for seg in live if seg[2] >= order[n]]
+        off = _first_fit(live, size)
+        live.append((off, size, last_use[n]))
+        peak = max(peak, off + size)
+        addr[n] = base + io_end + off
+    for n, src in aliases.items():
+        naive += align_up(value_nbytes(n), DDR_ALIGN)
+        addr[n] = addr[src]
+    return DdrPlan(addr, base, max(align_up(io_end + peak, DDR_ALIGN), DDR_ALIGN), naive, aliases)
+
+
+def _first_fit(live: list[tuple[int, int, int]], size: int) -> int:
+    """Lowest offset where ``size`` bytes fit between the live segments."""
+    off = 0
+    for s, sz, _ in sorted(live):
+        if off + size <= s:
+            return off
+        off = max(off, s + sz)
+    return off
+
+
+def _flat_outputs(out_node: fx.Node) -> list[fx.Node]:
+    res: list[fx.Node] = []
+    fx.node.map_arg(out_node.args, lambda n: res.append(n))
+    return res
+

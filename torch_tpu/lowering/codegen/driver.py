@@ -1,0 +1,112 @@
+"""``codegen(tpu_gm, target) -> Program``: walk a fully lowered TPU graph in order and emit each op.
+
+Constants go to the weight region (``[0, W)``), values to the activation region (``ddr_plan.plan_ddr``);
+each op's handler (``HANDLERS``, one per ``tpu`` op name) emits DMA-in -> compute -> DMA-out slices with
+``layer=<stable name>``. An op without a handler raises ``UnsupportedOpError`` naming op and stable name.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Callable
+
+import torch.fx as fx
+
+from torch_tpu.cmodel.operands import DType, align_up
+from torch_tpu.cmodel.program import DdrRegion, IOTensor, Program
+from torch_tpu.errors import ProgramError, UnsupportedOpError
+from torch_tpu.lowering.codegen import ops_conv, ops_elementwise as ew, ops_matmul, ops_norm, ops_pool, ops_shape
+from torch_tpu.lowering.codegen.context import OpCtx, WeightPacker
+from torch_tpu.lowering.codegen.ddr_plan import DDR_ALIGN, DdrPlan, op_name, plan_ddr, stable_name
+from torch_tpu.lowering.codegen.emitter import Emitter
+from torch_tpu.targets import get_target
+
+Handler = Callable[[OpCtx], None]
+
+
+def _build_handlers() -> dict[str, Handler]:
+    table: dict[str, Handler] = {}
+
+    def reg(name: str, fn: Handler) -> None:
+        if name in table:
+            raise ProgramError(f"codegen/driver.py: handler for tpu.{name} registered twice")
+        table[name] = fn
+
+    for op in ew.UNARY:
+        reg(op, functools.partial(ew.gen_unary, op=op))
+    reg("gelu", functools.partial(ew.gen_unary, op="gelu"))
+    reg("pow", functools.partial(ew.gen_unary, op="pow"))
+    for op in ew.BINARY:
+        reg(op, functools.partial(ew.gen_binary, op=op))
+        reg(f"{op}_const", functools.partial(ew.gen_binary_const, op=op))
+    reg("cast", ew.gen_cast)
+    reg("scale_shift", ew.gen_scale_shift)
+    reg("conv2d", ops_conv.gen_conv2d)
+    reg("linear", ops_matmul.gen_linear)
+    reg("matmul", ops_matmul.gen_matmul)
+    reg("softmax", functools.partial(ops_norm.gen_softmax, log=False))
+    reg("log_softmax", functools.partial(ops_norm.gen_softmax, log=True))
+    reg("layer_norm", ops_norm.gen_layer_norm)
+    reg("max_pool2d", functools.partial(ops_pool.gen_pool2d, mode="max"))
+    reg("avg_pool2d", functools.partial(ops_pool.gen_pool2d, mode="avg"))
+    reg("adaptive_avg_pool2d", ops_pool.gen_adaptive_avg_pool2d)
+    for op in ("sum", "mean", "max", "min"):
+        reg(f"reduce_{op}", functools.partial(ops_pool.gen_reduce, op=op))
+    reg("reshape", ops_shape.gen_reshape)
+    for op in ("permute", "expand", "concat", "slice", "pad"):
+        reg(op, getattr(ops_shape, f"gen_{op}"))
+    return table
+
+
+#: tpu op name -> codegen handler
+HANDLERS: dict[str, Handler] = _build_handlers()
+
+
+def codegen(tpu_gm: fx.GraphModule, target: str = "bm1684x", *, name: str = "model",
+            return_plan: bool = False) -> Program | tuple[Program, DdrPlan]:
+    """Compile a fully lowered TPU graph into a cmodel Program.
+
+    Args:
+        tpu_gm: GraphModule of ``torch.ops.tpu.*`` ops with ``meta["val"]`` on every value.
+        target: chip preset name.
+        name: program name (used in error messages).
+        return_plan: also return the DDR plan (footprint report).
+
+    Returns:
+        the validated Program (inputs/outputs named by the graph's placeholders / ``output<i>``).
+    """
+    tgt = get_target(target)
+    em = Emitter(tgt)
+    weights = WeightPacker()
+    nodes = [n for n in tpu_gm.graph.nodes if n.op == "call_function"]
+    for n in nodes:
+        if op_name(n) not in HANDLERS:
+            op = str(n.target)
+            raise UnsupportedOpError(op, name=stable_name(n), where=f"codegen[{tgt.name}] {name}",
+                                     reason="no codegen handler (torch_tpu/lowering/codegen/driver.py)")
+    # weights first: pack constants in a dry pass so the activation region can start after them
+    plan0 = plan_ddr(tpu_gm, 0)
+    for n in nodes:
+        HANDLERS[op_name(n)](OpCtx(n, tpu_gm, tgt, Emitter(tgt), plan0, weights))
+    w_size = align_up(max(len(weights.blob), DDR_ALIGN), DDR_ALIGN)
+    plan = plan_ddr(tpu_gm, w_size)
+    for n in nodes:
+        em.arena.reset()
+        HANDLERS[op_name(n)](OpCtx(n, tpu_gm, tgt, em, plan, weights))
+    inputs = [_io(n.meta.get("stable_name", n.name), n, plan) for n in tpu_gm.graph.nodes if n.op == "placeholder"]
+    out_node = list(tpu_gm.graph.nodes)[-1]
+    outs: list[fx.Node] = []
+    fx.node.map_arg(out_node.args, outs.append)
+    outputs = [_io(f"output{i}", n, plan) for i, n in enumerate(outs)]
+    prog = Program(target=tgt.name,
+                   regions=[DdrRegion("weight", 0, w_size), DdrRegion("activation", w_size, plan.size)],
+                   inputs=inputs, outputs=outputs, instructions=em.instructions, weights=bytes(weights.blob))
+    prog.validate()
+    return (prog, plan) if return_plan else prog
+
+
+def _io(io_name: str, n: fx.Node, plan: DdrPlan) -> IOTensor:
+    v = n.meta["val"]
+    if n not in plan.addr:
+        raise ProgramError(f"codegen: IO value {io_name} ({n.op}) has no DDR address")
+    return IOTensor(io_name, tuple(v.shape), DType.from_torch(v.dtype), plan.addr[n])

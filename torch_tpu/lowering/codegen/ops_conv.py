@@ -1,0 +1,91 @@
+"""Codegen of ``tpu.conv2d`` (grouped / depthwise, dilation, 4-sided pads, fused activation), tiled along N/H.
+
+Output rows ``[o0, o1)`` of a slice read input rows (the halo included)::
+
+    lo = o0 * sh - pt,   hi = (o1 - 1) * sh - pt + dh * (kh - 1) + 1
+    loaded rows [max(lo, 0), min(hi, H)),  slice pads  top = max(0, -lo), bottom = max(0, hi - H)
+
+so that the slice's own conv (same kernel, stride, dilation, left/right pads) yields exactly rows
+``o0..o1-1``. The weight ``(1, Cout, 1, Cin/g * kh * kw)`` (OIHW flattened, Cout on the lanes) and the bias
+``(1, Cout, 1, 1)`` are packed in the weight region in that layout and loaded once per op.
+"""
+
+from __future__ import annotations
+
+from torch_tpu.cmodel import isa
+from torch_tpu.cmodel.operands import DType, LocalTensor
+from torch_tpu.lowering.codegen.context import OpCtx, plan_slices, run_pipeline
+from torch_tpu.lowering.codegen.emitter import sub_view, tile_bytes
+
+
+def window_rows(o0: int, o1: int, stride: int, pad_top: int, dil: int, k: int, h: int) -> tuple[int, int, int, int]:
+    """Input rows ``[r0, r1)`` and the slice's top/bottom pads for output rows ``[o0, o1)``."""
+    lo = o0 * stride - pad_top
+    hi = (o1 - 1) * stride - pad_top + dil * (k - 1) + 1
+    return max(lo, 0), min(hi, h), max(0, -lo), max(0, hi - h)
+
+
+def sliced_window(ctx: OpCtx, x_ddr, out_ddr, kernel, stride, pad, dilation, const_bytes: int, emit) -> None:
+    """Slice a windowed op (conv, pool) along N/H with halos; ``emit(x_tile, out_tile, slice_pad)``."""
+    t = ctx.target
+    n, cin, h, w = x_ddr.shape
+    _, cout, ho, wo = out_ddr.shape
+    (kh, _), (sh, _), (pt, _, pl, pr), (dh, _) = kernel, stride, pad, dilation
+
+    def in_rows(r: int) -> int:
+        return min(h, (r - 1) * sh + dh * (kh - 1) + 1)
+
+    def slice_bytes(nb: int, r: int) -> int:
+        return tile_bytes(t, (nb, cin, in_rows(r), w), x_ddr.dtype) + tile_bytes(t, (nb, cout, r, wo), out_ddr.dtype)
+
+    slices, double = plan_slices(n, ho, slice_bytes, const_bytes, t.local_mem_bytes, ctx.layer)
+    n0, n1, o0, o1 = slices[0]
+    nb, r = n1 - n0, o1 - o0
+    sets = [(ctx.em.arena.tile((nb, cin, in_rows(r), w), x_ddr.dtype), ctx.em.arena.tile((nb, cout, r, wo),
+                                                                                          out_ddr.dtype))
+            for _ in range(2 if double else 1)]
+    def load(i: int) -> LocalTensor:
+        n0, n1, o0, o1 = slices[i]
+        r0, r1, _, _ = window_rows(o0, o1, sh, pt, dh, kh, h)
+        xs = LocalTensor(0, sets[i % len(sets)][0].addr, (n1 - n0, cin, r1 - r0, w), x_ddr.dtype)
+        ctx.em.load(sub_view(x_ddr, (n0, 0, r0, 0), xs.shape), xs, ctx.layer)
+        return xs
+
+    def comp(i: int, xs: LocalTensor) -> LocalTensor:
+        n0, n1, o0, o1 = slices[i]
+        _, _, st, sb = window_rows(o0, o1, sh, pt, dh, kh, h)
+        os_ = LocalTensor(0, sets[i % len(sets)][1].addr, (n1 - n0, cout, o1 - o0, wo), out_ddr.dtype)
+        emit(xs, os_, (st, sb, pl, pr))
+        return os_
+
+    def store(i: int, os_: LocalTensor) -> None:
+        ctx.em.store(os_, sub_view(out_ddr, (slices[i][0], 0, slices[i][2], 0), os_.shape), ctx.layer)
+
+    run_pipeline(len(slices), double, load, comp, store)
+
+
+def gen_conv2d(ctx: OpCtx) -> None:
+    """``tpu.conv2d(x, w, b, stride, padding, dilation, groups, act, act_min, act_max)`` -> ``conv2d`` tiles."""
+    a = list(ctx.node.args) + [None] * 10
+    x, w, b, stride, padding, dilation, groups = a[:7]
+    act = a[7] or ctx.node.kwargs.get("act", "none")
+    lo = float(a[8] if a[8] is not None else ctx.node.kwargs.get("act_min", 0.0))
+    hi = float(a[9] if a[9] is not None else ctx.node.kwargs.get("act_max", 0.0))
+    wt = ctx.const_tensor(w)
+    cout, cin_g, kh, kw = wt.shape
+    wd = DType.from_torch(wt.dtype)
+    w_ddr = ctx.weights.add((w.target, "oihw"), wt, (1, cout, 1, cin_g * kh * kw), wd)
+    b_ddr = None
+    if b is not None:
+        bt = ctx.const_tensor(b)
+        b_ddr = ctx.weights.add((b.target, "bias"), bt, (1, cout, 1, 1), DType.from_torch(bt.dtype))
+    x_ddr, out_ddr = ctx.value(x), ctx.out()
+    t = ctx.target
+    const_bytes = tile_bytes(t, w_ddr.shape, wd) + (tile_bytes(t, b_ddr.shape, b_ddr.dtype) if b_ddr else 0)
+    w_tile = ctx.em.load(w_ddr, ctx.em.arena.tile(w_ddr.shape, wd), ctx.layer)
+    b_tile = ctx.em.load(b_ddr, ctx.em.arena.tile(b_ddr.shape, b_ddr.dtype), ctx.layer) if b_ddr else None
+    fields = dict(kernel=(kh, kw), stride=tuple(stride), dilation=tuple(dilation), groups=int(groups), act=act,
+                  act_lo=lo if act == "clip" else 0.0, act_hi=hi if act == "clip" else 0.0)
+    sliced_window(ctx, x_ddr, out_ddr, (kh, kw), tuple(stride), tuple(padding), tuple(dilation), const_bytes,
+                  lambda xs, os_, pad: ctx.em.emit(isa.Conv2d, ctx.layer, x=xs, w=w_tile, bias=b_tile, out=os_,
+                                                   pad=pad, **fields))
