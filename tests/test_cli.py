@@ -57,3 +57,29 @@ def test_transform_an_onnx_file_validates_against_onnxruntime(tmp_path, capsys):
     assert (tmp_path / "m.pt2").exists() and "logits" in (tmp_path / "m.txt").read_text()
     assert main(["transform", "--model", str(tmp_path / "missing.onnx"), "-o", str(tmp_path / "x")]) == 2
     assert "missing.onnx" in capsys.readouterr().err
+
+
+def test_deploy_and_run_on_the_cmodel_from_the_shell(tmp_path, capsys):
+    import json
+
+    import torch
+
+    import torch_tpu
+    from torch_tpu.verify import load_npz, similarity
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.ReLU(), torch.nn.MaxPool2d(2),
+                                torch.nn.Flatten(), torch.nn.Linear(8 * 4 * 4, 10)).eval()
+    x = torch.randn(1, 3, 8, 8)
+    torch_tpu.transform(model, (x,)).save(tmp_path / "m")
+    assert main(["deploy", str(tmp_path / "m.pt2"), "-o", str(tmp_path / "m.tpu")]) == 0
+    np.savez(tmp_path / "in.npz", **{torch_tpu.load(tmp_path / "m.pt2").input_names[0]: x.numpy()})
+    assert main(["run", str(tmp_path / "m.tpu"), "--input", str(tmp_path / "in.npz"), "-o", str(tmp_path / "out.npz"),
+                 "--profile", str(tmp_path / "trace.json")]) == 0
+    out = load_npz(tmp_path / "out.npz")["output0"]
+    with torch.no_grad():
+        ref = model(x)
+    assert similarity(ref, out).cosine > 0.99999 and torch.allclose(out, ref, rtol=1e-5, atol=1e-5)
+    trace = json.loads((tmp_path / "trace.json").read_text())
+    assert trace  # Chrome trace events of both engines
+    assert "cycles" in capsys.readouterr().out.lower()

@@ -24,6 +24,8 @@ _LAZY = {
     "compare": "torch_tpu.api",
     "compile": "torch_tpu.api",
     "calibrate": "torch_tpu.api",
+    "deploy": "torch_tpu.api",
+    "run": "torch_tpu.api",
     "CompileOptions": "torch_tpu.config",
     "TopGraph": "torch_tpu.graph.top",
     "load_top": "torch_tpu.graph.top",

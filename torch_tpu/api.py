@@ -160,3 +160,46 @@ def calibrate(top_or_model: TopGraph | torch.nn.Module, data: Any, method: str =
         top_or_model = transform(top_or_model, example_inputs)
     return _calibrate(top_or_model, data, method=method, num_samples=num_samples, tune_num=tune_num,
                       progress=progress, **kwargs)
+
+
+def deploy(top_or_model: TopGraph | torch.nn.Module, example_inputs: Sequence[Any] | None = None, *,
+           target: str = "bm1684x", precision: str = "f32", calibration_table: Any = None, qtable: Any = None,
+           name: str = "model"):
+    """TOP graph (or module) -> TPU graph -> :class:`~torch_tpu.cmodel.Program` for the cmodel.
+
+    The whole graph must lower and generate code (no eager fallback in a Program). Programs take the
+    graph's inputs by stable name and return ``output0``, ``output1``, ...
+
+    Example:
+        >>> prog = torch_tpu.deploy(model, (x,), target="bm1684x", precision="f32")    # doctest: +SKIP
+        >>> prog.save("resnet18.tpu"); outs = torch_tpu.run("resnet18.tpu", {"x": x})    # doctest: +SKIP
+    """
+    from torch_tpu.lowering import lower
+    from torch_tpu.lowering.codegen import codegen
+
+    top = top_or_model if isinstance(top_or_model, TopGraph) else transform(top_or_model, example_inputs)
+    tpu = lower(top.gm, target, precision, calibration_table=calibration_table, qtable=qtable)
+    return codegen(tpu, target, name=name)
+
+
+def run(program_or_path: Any, inputs: Any, *, cmodel: str = "auto", profile: bool = False, debug: bool = False):
+    """Run a Program (or a ``.tpu`` path) on the cmodel.
+
+    Args:
+        inputs: ``{input name: tensor}``, or a sequence in the Program's input order.
+        cmodel: ``auto`` | ``c`` | ``triton`` | ``reference`` kernels.
+        profile: also return the timing profile (cycles, DDR traffic, per-layer breakdown, trace).
+
+    Returns:
+        ``{output name: tensor}``, or a ``RunResult`` (outputs, profile, intermediates) with profile/debug.
+    """
+    from torch_tpu.cmodel import Program, run_program
+
+    program = program_or_path if isinstance(program_or_path, Program) else Program.load(program_or_path)
+    if not isinstance(inputs, dict):
+        seq = list(inputs) if isinstance(inputs, (list, tuple)) else [inputs]
+        if len(seq) != len(program.inputs):
+            raise ConfigError(f"run: {len(seq)} input(s) for a program with {len(program.inputs)} "
+                              f"({', '.join(t.name for t in program.inputs)})")
+        inputs = {t.name: v for t, v in zip(program.inputs, seq)}
+    return run_program(program, inputs, kernels=cmodel, profile=profile, debug=debug)

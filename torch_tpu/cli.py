@@ -100,6 +100,34 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_deploy(args: argparse.Namespace) -> int:
+    import torch_tpu
+    from torch_tpu.graph.top import load_top
+
+    top = load_top(args.top)
+    prog = torch_tpu.deploy(top, target=args.target, precision=args.precision,
+                            calibration_table=args.calibration_table, qtable=args.qtable, name=Path(args.output).stem)
+    path = prog.save(args.output)
+    print(f"wrote {path}: {len(prog.instructions)} instructions, target {args.target}, precision {args.precision}")
+    return 0
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    import torch_tpu
+    from torch_tpu.verify.compare import load_npz, save_npz
+
+    inputs = load_npz(args.input)
+    res = torch_tpu.run(args.program, inputs, cmodel=args.cmodel, profile=bool(args.profile))
+    outputs = res if isinstance(res, dict) else res.outputs
+    save_npz(args.output, outputs)
+    print(f"wrote {args.output} ({', '.join(outputs)})")
+    if args.profile:
+        res.profile.save_trace(args.profile)
+        print(res.profile.summary())
+        print(f"trace: {args.profile}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="torch-tpu", description=__doc__.split("\n")[0])
     sub = p.add_subparsers(dest="command", required=True)
@@ -135,6 +163,23 @@ def build_parser() -> argparse.ArgumentParser:
     k.add_argument("--tune-num", type=int, default=5)
     k.add_argument("-o", "--output", required=True, help="calibration table path")
     k.set_defaults(fn=_cmd_calibrate)
+
+    d = sub.add_parser("deploy", help="TOP graph -> Program (.tpu) for a target and precision")
+    d.add_argument("top", help="a TOP graph .pt2")
+    d.add_argument("--target", default="bm1684x")
+    d.add_argument("--precision", default="f32", choices=["f32", "bf16", "f16", "int8"])
+    d.add_argument("--calibration-table")
+    d.add_argument("--qtable")
+    d.add_argument("-o", "--output", required=True, help="the .tpu file")
+    d.set_defaults(fn=_cmd_deploy)
+
+    r = sub.add_parser("run", help="run a Program on the cmodel")
+    r.add_argument("program", help="a .tpu file")
+    r.add_argument("--input", required=True, help=".npz of named inputs")
+    r.add_argument("-o", "--output", required=True, help=".npz for the outputs")
+    r.add_argument("--cmodel", default="auto", choices=["auto", "c", "triton", "reference"])
+    r.add_argument("--profile", help="also write a Chrome/Perfetto trace JSON here and print the timing summary")
+    r.set_defaults(fn=_cmd_run)
     return p
 
 
