@@ -42,6 +42,10 @@ def test_transform_then_calibrate_from_the_shell(tmp_path, capsys):
     table = CalibrationTable.load(tmp_path / "r18_cali_table")
     assert "fc" in table and "layer1.0.relu" in table and len(table) >= 20
     assert set(top.input_names) <= set(table)
+    assert main(["qtable", str(tmp_path / "r18.pt2"), "--calibration-table", str(tmp_path / "r18_cali_table"),
+                 "--data", str(data), "--input-num", "2", "--expected-cos", "0.5", "-o", str(tmp_path / "q")]) == 0
+    from torch_tpu.quant import QTable
+    assert set(QTable.load(tmp_path / "q")) <= {n for n in table}
 
 
 def test_transform_an_onnx_file_validates_against_onnxruntime(tmp_path, capsys):

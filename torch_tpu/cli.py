@@ -128,6 +128,18 @@ def _cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_qtable(args: argparse.Namespace) -> int:
+    from torch_tpu.graph.top import load_top
+    from torch_tpu.quant.mixed_precision import qtable_main
+
+    report = qtable_main(load_top(args.top), args.calibration_table, args.data, args.output,
+                         expected_cos=args.expected_cos, max_float=args.max_float, mode=args.mode,
+                         num_samples=args.input_num)
+    print(report)
+    print(f"wrote {args.output}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="torch-tpu", description=__doc__.split("\n")[0])
     sub = p.add_subparsers(dest="command", required=True)
@@ -163,6 +175,17 @@ def build_parser() -> argparse.ArgumentParser:
     k.add_argument("--tune-num", type=int, default=5)
     k.add_argument("-o", "--output", required=True, help="calibration table path")
     k.set_defaults(fn=_cmd_calibrate)
+
+    q = sub.add_parser("qtable", help="mixed precision: the fewest float layers reaching an output cosine")
+    q.add_argument("top", help="a TOP graph .pt2")
+    q.add_argument("--calibration-table", required=True)
+    q.add_argument("--data", required=True, help="folder of .npy/.npz samples")
+    q.add_argument("--expected-cos", type=float, default=0.99)
+    q.add_argument("--max-float", type=int)
+    q.add_argument("--mode", default="F32", choices=["F32", "BF16"])
+    q.add_argument("--input-num", type=int, default=5)
+    q.add_argument("-o", "--output", required=True, help="the qtable file")
+    q.set_defaults(fn=_cmd_qtable)
 
     d = sub.add_parser("deploy", help="TOP graph -> Program (.tpu) for a target and precision")
     d.add_argument("top", help="a TOP graph .pt2")

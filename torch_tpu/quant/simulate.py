@@ -4,8 +4,10 @@
   produced, by ``fake_quantize(x, T / 127)`` (per-tensor symmetric int8, half away from zero) — what
   an int8 graph computes up to accumulator rounding;
 * weights (optional): every float ``get_attr`` with 2 or more dims is fake-quantized per output channel
-  (axis 0) with ``scale_c = max|w_c| / 127``; 1-D constants (biases) stay float, as int32 biases are
-  exact to ``scale_in · scale_w / 2``.
+  with ``scale_c = max|w_c| / 127``; the output-channel axis depends on the op reading the weight
+  (table :data:`WEIGHT_AXIS`: 0 for convolution's ``[C_out, ...]``, the last dim for addmm/mm/bmm/matmul's
+  ``[K, N]``, which is how a folded ``linear`` weight arrives), axis 0 when no reader is in the table;
+  1-D constants (biases) stay float, as int32 biases are exact to ``scale_in · scale_w / 2``.
 
 All quantize/dequantize arithmetic comes from :mod:`torch_tpu.fixed_point`.
 """
@@ -46,10 +48,52 @@ def first_float(v: Any) -> torch.Tensor | None:
     return None
 
 
-def fake_quant_weight(w: torch.Tensor) -> torch.Tensor:
-    """Per-output-channel (axis 0) symmetric int8 fake quantization of a weight tensor."""
-    amax = w.detach().abs().flatten(1).amax(dim=1)
-    return fake_quantize(w, scale_from_threshold(amax), axis=0)
+aten = torch.ops.aten
+
+# (op overload packet, argument index) -> the output-channel axis of the weight read there.
+WEIGHT_AXIS: Mapping[tuple[Any, int], int] = {
+    (aten.convolution, 1): 0,        # [C_out, C_in/g, kH, kW] (transposed: see weight_axis)
+    (aten.addmm, 2): -1,             # mat2 [K, N]
+    (aten.mm, 1): -1,
+    (aten.bmm, 1): -1,
+    (aten.matmul, 1): -1,
+    (aten.linear, 1): 0,             # [N, K]
+}
+
+
+def weight_axis(reader: fx.Node, index: int) -> int | None:
+    """Output-channel axis of the weight that ``reader`` takes as positional argument ``index``.
+
+    ``None`` when the op is not in :data:`WEIGHT_AXIS` (then per tensor, or axis 0 in the hook) or for a
+    grouped transposed convolution (whose output channels are not one axis).
+    """
+    packet = getattr(reader.target, "overloadpacket", reader.target)
+    axis = WEIGHT_AXIS.get((packet, index))
+    if packet is aten.convolution and axis is not None and len(reader.args) > 6 and reader.args[6] is True:
+        return 1 if (len(reader.args) < 9 or reader.args[8] == 1) else None
+    return axis
+
+
+def fake_quant_weight(w: torch.Tensor, axis: int | None = 0) -> torch.Tensor:
+    """Symmetric int8 fake quantization of a weight, per channel along ``axis`` (per tensor if ``None``).
+
+    ``scale_c = max|w_c| / 127``.
+    """
+    if axis is None:
+        return fake_quantize(w, scale_from_threshold(w.detach().abs().amax()))
+    axis = axis % w.ndim
+    amax = w.detach().abs().transpose(0, axis).flatten(1).amax(dim=1)
+    return fake_quantize(w, scale_from_threshold(amax), axis=axis)
+
+
+def _hook_weight_axis(node: fx.Node) -> int:
+    for user in node.users:
+        for i, a in enumerate(user.args):
+            if a is node and user.op == "call_function":
+                axis = weight_axis(user, i)
+                if axis is not None:
+                    return axis
+    return 0
 
 
 def fake_quant_hook(thresholds: Mapping[str, float], quantize_weights: bool = False
@@ -59,7 +103,7 @@ def fake_quant_hook(thresholds: Mapping[str, float], quantize_weights: bool = Fa
         if not isinstance(value, torch.Tensor) or not value.is_floating_point():
             return None
         if node.op == "get_attr":
-            return fake_quant_weight(value) if quantize_weights and value.ndim >= 2 else None
+            return fake_quant_weight(value, _hook_weight_axis(node)) if quantize_weights and value.ndim >= 2 else None
         t = thresholds.get(stable_name(node))
         if t is None:
             return None
