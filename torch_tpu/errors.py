@@ -62,3 +62,23 @@ class TargetError(TorchTpuError):
 
 class ConfigError(TorchTpuError):
     """An option that is unknown or has a bad value."""
+
+
+class FixedPointError(TorchTpuError):
+    """A fixed-point parameter that cannot be represented (negative scale, shift out of range, bad mode)."""
+
+
+class CalibrationError(TorchTpuError):
+    """Calibration could not proceed: bad data, non-finite values, mismatched observers, bad method."""
+
+
+class MixedPrecisionError(CalibrationError):
+    """A mixed-precision search that cannot run (bad arguments, names not in the graph, no samples)."""
+
+
+class TableError(TorchTpuError):
+    """A calibration table or qtable that cannot be read or written (names the file and line)."""
+
+
+class QuantizationError(TorchTpuError):
+    """A tensor that cannot be quantized (no calibration entry, a bad qtable mode), naming node and op."""

@@ -48,14 +48,13 @@ import math
 import numpy as np
 import torch
 
-from torch_tpu.errors import TorchTpuError
+from torch_tpu.errors import FixedPointError
 
 ROUNDING_MODES = ("half_away_from_zero", "half_even", "half_up", "half_down", "toward_zero", "floor", "up")
 MAX_SHIFT = 62
 
 
-class FixedPointError(TorchTpuError):
-    """A fixed-point parameter that cannot be represented (negative scale, shift out of range, bad mode)."""
+# FixedPointError is defined with every other error in torch_tpu.errors.
 
 
 def _check_mode(mode: str) -> None:

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 import torch.fx as fx
 
-from torch_tpu.errors import TorchTpuError
+from torch_tpu.errors import QuantizationError
 from torch_tpu.fixed_point import asymmetric_qparams, quantize, quantize_multiplier, round_float, scale_from_threshold
 from torch_tpu.graph.names import stable_name
 from torch_tpu.graph.printer import op_str
@@ -37,8 +37,7 @@ QMIN, QMAX = -128, 127
 INT32_MIN, INT32_MAX = -(1 << 31), (1 << 31) - 1
 
 
-class QuantizationError(TorchTpuError):
-    """A tensor that cannot be quantized (no calibration entry, a bad qtable mode), naming node and op."""
+# QuantizationError is defined with every other error in torch_tpu.errors.
 
 
 @dataclasses.dataclass(frozen=True)

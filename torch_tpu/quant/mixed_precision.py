@@ -55,10 +55,10 @@ import torch
 import torch.fx as fx
 from tqdm.auto import tqdm
 
+from torch_tpu.errors import MixedPrecisionError
 from torch_tpu.fixed_point import fake_quantize, scale_from_threshold
 from torch_tpu.graph.names import stable_name
 from torch_tpu.quant.calibrate import as_inputs, graph_module
-from torch_tpu.quant.observers import CalibrationError
 from torch_tpu.quant.propagate import is_activation, preserving_input
 from torch_tpu.quant.simulate import fake_quant_weight, output_similarity, run_env, weight_axis
 from torch_tpu.quant.tables import CalibrationTable, QTable
@@ -72,8 +72,7 @@ Evaluator = Callable[[frozenset[str]], Outputs]
 FLOAT_MODES = ("F32", "BF16")
 
 
-class MixedPrecisionError(CalibrationError):
-    """A mixed-precision search that cannot run (bad arguments, names not in the graph, no samples)."""
+# MixedPrecisionError is defined with every other error in torch_tpu.errors.
 
 
 def _is_weight(node: fx.Node) -> bool:

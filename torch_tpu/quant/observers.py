@@ -33,13 +33,12 @@ from typing import Any, Iterator
 import numpy as np
 import torch
 
-from torch_tpu.errors import TorchTpuError
+from torch_tpu.errors import CalibrationError
 
 DEFAULT_BINS = 2048
 
 
-class CalibrationError(TorchTpuError):
-    """Calibration could not proceed: bad data, non-finite values, mismatched observers, bad method."""
+# CalibrationError is defined with every other error in torch_tpu.errors.
 
 
 def range_for(abs_max: float) -> float:

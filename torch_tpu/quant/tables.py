@@ -41,15 +41,14 @@ import re
 from pathlib import Path
 from typing import Iterator, Mapping
 
-from torch_tpu.errors import TorchTpuError
+from torch_tpu.errors import TableError
 
 QTABLE_MODES = ("F32", "BF16", "F16", "INT8")
 _HEADER_KEYS = {"method": "method", "histogram number": "histogram_bins", "sample number": "sample_number",
                 "tune number": "tune_number", "genetated time": "generated", "generated time": "generated"}
 
 
-class TableError(TorchTpuError):
-    """A calibration table or qtable that cannot be read or written (names the file and line)."""
+# TableError is defined with every other error in torch_tpu.errors.
 
 
 def _where(path: str, line_no: int | None) -> str:
