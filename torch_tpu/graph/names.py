@@ -118,6 +118,22 @@ def _unique(name: str, used: set[str]) -> str:
     return f"{name}_{k}"
 
 
+class UniqueNames:
+    """Hands out stable names, suffixing ``_1``, ``_2``... when one is taken (the rule every level uses).
+
+    >>> n = UniqueNames(); n("conv"), n("conv"), n.take("conv")
+    ('conv', 'conv_1', 'conv_2')
+    """
+
+    def __init__(self, used: Iterable[str] = ()):
+        self.used: set[str] = set(used)
+
+    def __call__(self, name: str) -> str:
+        return _unique(name, self.used)
+
+    take = __call__
+
+
 def assign_module_names(gm: fx.GraphModule,
                         placeholder_names: Iterable[str] | None = None,
                         attr_name: Callable[[fx.Node], str] | None = None) -> None:

@@ -17,7 +17,7 @@ import torch.fx as fx
 from torch._subclasses.fake_tensor import FakeTensorMode
 
 from torch_tpu.errors import VerificationError
-from torch_tpu.graph.names import STABLE_NAME, stable_name
+from torch_tpu.graph.names import UniqueNames, STABLE_NAME, stable_name
 from torch_tpu.graph.printer import dtype_str, op_str
 from torch_tpu.tpu_ops import define_all, op_defs, tpu_op
 
@@ -54,20 +54,13 @@ class GraphBuilder:
         self.consts: dict[fx.Node, torch.Tensor] = {}
         self._const_cache: dict[tuple[fx.Node, torch.dtype], fx.Node] = {}
         self._cast_cache: dict[tuple[fx.Node, torch.dtype], fx.Node] = {}
-        self._names: set[str] = set()
+        self._names = UniqueNames()
         self._n_consts = 0
 
     # -- names ---------------------------------------------------------------------------------
     def unique_name(self, name: str) -> str:
         """``name``, or ``name_1``, ``name_2``... if already used in this graph."""
-        if name not in self._names:
-            self._names.add(name)
-            return name
-        k = 1
-        while f"{name}_{k}" in self._names:
-            k += 1
-        self._names.add(f"{name}_{k}")
-        return f"{name}_{k}"
+        return self._names(name)
 
     def _tag(self, new: fx.Node, name: str, origin: fx.Node | None) -> fx.Node:
         new.meta[STABLE_NAME] = self.unique_name(name)

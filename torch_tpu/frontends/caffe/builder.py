@@ -36,7 +36,7 @@ from torch_tpu.errors import ModelFormatError, TorchTpuError
 from torch_tpu.frontends.caffe.context import Converted, LayerContext, TopFn
 from torch_tpu.frontends.caffe.reader import CaffeLayer, CaffeNet
 from torch_tpu.frontends.caffe.registry import INPUT_TYPES, LayerRegistry
-from torch_tpu.graph.names import op_short_name, set_stable_name
+from torch_tpu.graph.names import UniqueNames, op_short_name, set_stable_name
 
 LAYER_KEY, TOP_KEY = "caffe_layer", "caffe_top"
 
@@ -228,19 +228,7 @@ class CaffeModule(torch.nn.Module):
         return tuple(blobs[b] for b in self.plan.outputs)
 
 
-class _Names:
-    def __init__(self) -> None:
-        self.used: set[str] = set()
-
-    def take(self, name: str) -> str:
-        if name not in self.used:
-            self.used.add(name)
-            return name
-        k = 1
-        while f"{name}_{k}" in self.used:
-            k += 1
-        self.used.add(f"{name}_{k}")
-        return f"{name}_{k}"
+_Names = UniqueNames
 
 
 def name_graph(gm: fx.GraphModule, plan: Plan) -> None:

@@ -34,7 +34,7 @@ from torch_tpu.frontends.tflite.context import OpContext, OpFn
 from torch_tpu.frontends.tflite.reader import ModelInfo, TensorInfo, operator_label, read_tflite
 from torch_tpu.frontends.tflite.registry import FOLDERS, REGISTRY
 from torch_tpu.frontends.torch_frontend import capture_module
-from torch_tpu.graph.names import module_path, op_short_name, set_stable_name
+from torch_tpu.graph.names import UniqueNames, module_path, op_short_name, set_stable_name
 from torch_tpu.graph.top import TopGraph
 
 _RUNTIME_DTYPES = {TensorType.INT32: torch.int32, TensorType.INT64: torch.int64, TensorType.BOOL: torch.bool}
@@ -175,19 +175,7 @@ def _example_inputs(model: ModelInfo) -> tuple[torch.Tensor, ...]:
     return tuple(out)
 
 
-class _Namer:
-    def __init__(self) -> None:
-        self.used: set[str] = set()
-
-    def __call__(self, name: str) -> str:
-        if name not in self.used:
-            self.used.add(name)
-            return name
-        k = 1
-        while f"{name}_{k}" in self.used:
-            k += 1
-        self.used.add(f"{name}_{k}")
-        return f"{name}_{k}"
+_Namer = UniqueNames
 
 
 def _op_outputs(group: list[fx.Node], members: set[fx.Node], n_out: int) -> list[fx.Node | None]:
