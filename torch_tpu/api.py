@@ -164,11 +164,12 @@ def calibrate(top_or_model: TopGraph | torch.nn.Module, data: Any, method: str =
 
 def deploy(top_or_model: TopGraph | torch.nn.Module, example_inputs: Sequence[Any] | None = None, *,
            target: str = "bm1684x", precision: str = "f32", calibration_table: Any = None, qtable: Any = None,
-           name: str = "model"):
+           asymmetric: bool = False, name: str = "model"):
     """TOP graph (or module) -> TPU graph -> :class:`~torch_tpu.cmodel.Program` for the cmodel.
 
     The whole graph must lower and generate code (no eager fallback in a Program). Programs take the
-    graph's inputs by stable name and return ``output0``, ``output1``, ...
+    graph's inputs by stable name and return ``output0``, ``output1``, ... A pre-quantized TFLite graph
+    deployed in int8 without a table uses its own scales (``frontends.tflite.calibration``).
 
     Example:
         >>> prog = torch_tpu.deploy(model, (x,), target="bm1684x", precision="f32")    # doctest: +SKIP
@@ -178,7 +179,12 @@ def deploy(top_or_model: TopGraph | torch.nn.Module, example_inputs: Sequence[An
     from torch_tpu.lowering.codegen import codegen
 
     top = top_or_model if isinstance(top_or_model, TopGraph) else transform(top_or_model, example_inputs)
-    tpu = lower(top.gm, target, precision, calibration_table=calibration_table, qtable=qtable)
+    if precision == "int8" and calibration_table is None and top.meta.get("tflite_quant"):
+        # a pre-quantized TFLite model carries its own calibration: its scales and zero points
+        from torch_tpu.frontends.tflite.calibration import calibration_table_from_tflite, needs_asymmetric
+        calibration_table = calibration_table_from_tflite(top)
+        asymmetric = asymmetric or needs_asymmetric(top)
+    tpu = lower(top.gm, target, precision, calibration_table=calibration_table, qtable=qtable, asymmetric=asymmetric)
     return codegen(tpu, target, name=name)
 
 
