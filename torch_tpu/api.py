@@ -138,7 +138,8 @@ def calibrate(top_or_model: TopGraph | torch.nn.Module, data: Any, method: str =
     Args:
         top_or_model: a TopGraph, or a module (then ``example_inputs`` are needed, or the first data item
             is used as the example).
-        data: an iterable of tensors / tuples of tensors, or a folder of ``.npy``/``.npz`` files.
+        data: an iterable of tensors / tuples of tensors, or a folder of ``.npy``/``.npz`` files or images
+            (read with the graph's preprocessing config, ``top.meta["preprocess"]``).
         method: ``kl`` (default), ``max``, ``percentile``, ``mse`` or ``search``.
         num_samples, tune_num: as TPU-MLIR's run_calibration (``--input_num``, ``--tune_num``).
 
@@ -158,8 +159,28 @@ def calibrate(top_or_model: TopGraph | torch.nn.Module, data: Any, method: str =
             else:
                 raise ConfigError("calibrate(nn.Module) needs example_inputs")
         top_or_model = transform(top_or_model, example_inputs)
+    if isinstance(data, (str, os.PathLike)) and _has_images(Path(data)):
+        data = _image_folder(top_or_model, Path(data))
     return _calibrate(top_or_model, data, method=method, num_samples=num_samples, tune_num=tune_num,
                       progress=progress, **kwargs)
+
+
+_IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp")
+
+
+def _has_images(folder: Path) -> bool:
+    return folder.is_dir() and any(p.suffix.lower() in _IMAGE_SUFFIXES for p in folder.iterdir())
+
+
+def _image_folder(top: TopGraph, folder: Path):
+    """Images read with the graph's own preprocessing config (and .npy/.npz files as they are)."""
+    from torch_tpu.frontends.preprocess import PreprocessConfig
+
+    cfg = top.meta.get("preprocess")
+    if not cfg:
+        raise ConfigError(f"{folder}: calibrating on images needs the graph's preprocessing config "
+                          "(transform(..., preprocess=PreprocessConfig(...)))")
+    return PreprocessConfig.from_dict(cfg).load_folder(folder)
 
 
 def deploy(top_or_model: TopGraph | torch.nn.Module, example_inputs: Sequence[Any] | None = None, *,
