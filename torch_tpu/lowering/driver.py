@@ -18,7 +18,7 @@ another dtype (at most one per value and dtype).
 from __future__ import annotations
 
 import operator
-from typing import Any
+from typing import Any, Callable
 
 import torch.fx as fx
 
@@ -80,6 +80,21 @@ def lower(gm_top: fx.GraphModule, target: Target | str, precision: str, *,
     dtype = PRECISION_DTYPES[precision]
     gm = fold_constants(copy_graph_module(gm_top))
     b = GraphBuilder()
+
+    def lower_call(node: fx.Node) -> Any:
+        rule = table.rule_for(node, target, precision)
+        return rule.fn(make_ctx(node, target, precision, dtype, b))
+
+    out_node = walk_top(gm, b, lower_call)
+    return finish_tpu(b, out_node, target, precision)
+
+
+def walk_top(gm: fx.GraphModule, b: GraphBuilder, lower_call: Callable[[fx.Node], Any], *,
+             on_getitem: Callable[[fx.Node], None] | None = None) -> fx.Node:
+    """Walk a TOP graph in order, filling ``b.env`` / ``b.consts``; ``lower_call(node)`` lowers each op.
+
+    Returns the output node. Shared by the float and the INT8 drivers.
+    """
     out_node = None
     for node in gm.graph.nodes:
         if node.op == "placeholder":
@@ -89,19 +104,23 @@ def lower(gm_top: fx.GraphModule, target: Target | str, precision: str, *,
         elif node.op == "call_function" and node.target is operator.getitem:
             parent = b.env.get(node.args[0])
             if not isinstance(parent, tuple) or parent[node.args[1]] is None:
-                raise VerificationError(f"lowering/driver.py: getitem '{stable_name(node)}' of "
+                raise VerificationError(f"lowering: getitem '{stable_name(node)}' of "
                                         f"'{stable_name(node.args[0])}' has no lowered value")
             b.env[node] = parent[node.args[1]]
+            if on_getitem is not None:
+                on_getitem(node)
         elif node.op == "call_function":
-            rule = table.rule_for(node, target, precision)
-            result = rule.fn(make_ctx(node, target, precision, dtype, b))
-            b.env[node] = result
+            b.env[node] = lower_call(node)
         elif node.op == "output":
             out_node = node
         else:
-            raise VerificationError(f"lowering/driver.py: node '{stable_name(node)}' is a {node.op}; TOP graphs "
+            raise VerificationError(f"lowering: node '{stable_name(node)}' is a {node.op}; TOP graphs "
                                     "have only placeholders, get_attr and call_function nodes")
+    return out_node
 
+
+def finish_tpu(b: GraphBuilder, out_node: fx.Node, target: Target, precision: str) -> fx.GraphModule:
+    """Outputs cast back to their TOP dtypes (f32 at the graph boundary), then the TPU GraphModule."""
     def boundary(n: fx.Node) -> fx.Node:
         v = n.meta["val"]
         return b.value(n, v.dtype if v.dtype.is_floating_point else None)

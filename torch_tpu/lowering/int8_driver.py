@@ -19,19 +19,19 @@ Steps (see README.md, "INT8"):
 from __future__ import annotations
 
 import dataclasses
-import operator
 import os
 from typing import Mapping
 
 import torch
 import torch.fx as fx
 
-from torch_tpu.errors import TargetError, VerificationError
+from torch_tpu.errors import TargetError
 from torch_tpu.graph.names import stable_name
 from torch_tpu.graph.printer import dtype_str
-from torch_tpu.lowering.builder import GraphBuilder, fetch_attr
+from torch_tpu.lowering.builder import GraphBuilder
 from torch_tpu.lowering.const_fold import copy_graph_module, fold_constants
 from torch_tpu.lowering.context import make_ctx
+from torch_tpu.lowering.driver import finish_tpu, walk_top
 from torch_tpu.fixed_point import quantize
 from torch_tpu.lowering.qparams import QuantParams, check_mode, load_calibration_table, load_qtable
 from torch_tpu.lowering.registry import Rule, RuleTable
@@ -183,42 +183,22 @@ def lower_int8(gm_top: fx.GraphModule, target: Target | str, *,
     b.qp = qp
     fused = fusions(gm, qt, table, target)
     fused_into = {act: prod for prod, act in fused.items()}
-    out_node = None
-    for node in gm.graph.nodes:
-        if node.op == "placeholder":
-            b.env[node] = b.placeholder(node)
-        elif node.op == "get_attr":
-            b.consts[node] = fetch_attr(gm, node.target)
-        elif node.op == "call_function" and node.target is operator.getitem:
-            parent = b.env.get(node.args[0])
-            if not isinstance(parent, tuple) or parent[node.args[1]] is None:
-                raise VerificationError(f"lowering/int8_driver.py: getitem '{stable_name(node)}' of "
-                                        f"'{stable_name(node.args[0])}' has no lowered value")
-            b.env[node] = parent[node.args[1]]
-            if node.args[0] in qp._inherited:
-                qp.inherit(node, node.args[0])
-        elif node.op == "call_function" and node in fused_into:
-            b.env[node] = b.env[fused_into[node]]
-        elif node.op == "call_function":
-            rule, precision = choose_rule(table, node, target, mode_of(qt, node))
-            dtype = PRECISION_DTYPES[precision]
-            ctx = make_ctx(node, target, precision, dtype, b, quant=qp, fused_act=fused.get(node))
-            if node in fused:
-                ctx = dataclasses.replace(ctx, name=stable_name(fused[node]))
-            b.env[node] = rule.fn(ctx)
-        elif node.op == "output":
-            out_node = node
-        else:
-            raise VerificationError(f"lowering/int8_driver.py: node '{stable_name(node)}' is a {node.op}")
 
-    def boundary(n: fx.Node) -> fx.Node:
-        v = n.meta["val"]
-        return b.value(n, v.dtype if v.dtype.is_floating_point else None)
+    def lower_call(node: fx.Node):
+        if node in fused_into:  # the activation lives in its producer's clamp
+            return b.env[fused_into[node]]
+        rule, precision = choose_rule(table, node, target, mode_of(qt, node))
+        ctx = make_ctx(node, target, precision, PRECISION_DTYPES[precision], b, quant=qp, fused_act=fused.get(node))
+        if node in fused:
+            ctx = dataclasses.replace(ctx, name=stable_name(fused[node]))
+        return rule.fn(ctx)
 
-    b.graph.output(fx.node.map_arg(out_node.args[0], boundary))
-    tpu = b.finish()
-    tpu.meta["target"] = target.name
-    tpu.meta["precision"] = "int8"
+    def on_getitem(node: fx.Node) -> None:
+        if node.args[0] in qp._inherited:
+            qp.inherit(node, node.args[0])
+
+    out_node = walk_top(gm, b, lower_call, on_getitem=on_getitem)
+    tpu = finish_tpu(b, out_node, target, "int8")
     tpu.meta["asymmetric"] = asymmetric
     return tpu
 
