@@ -13,8 +13,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from ai_edge_litert.interpreter import Interpreter
-from test_tflite_int8 import Plan, _cos, _quantize, _ranges, convnet, float_io
+from test_tflite_int8 import Plan, _cos, _ranges, convnet, float_io, litert_outputs, run_litert
 
 from torch_tpu.fixed_point import asymmetric_qparams, scale_from_threshold
 from torch_tpu.frontends.tflite import load_tflite
@@ -66,27 +65,10 @@ def test_int8_lowering_with_tflite_scales_matches_litert(case, tmp_path):
     check_tpu(tpu, TARGET, "int8")
     assert sum(str(n.target).endswith("_int8.default") for n in tpu.graph.nodes) >= 4
 
-    it = Interpreter(model_content=data)
-    it.allocate_tensors()
-    (din,) = it.get_input_details()
-    if din["dtype"] == np.int8:
-        s, zp = din["quantization"]
-        xq = _quantize(x, s, zp)
-        it.set_tensor(din["index"], xq)
-        x_top = (xq.astype(np.float32) - zp) * s
-    else:
-        it.set_tensor(din["index"], x)
-        x_top = x
-    it.invoke()
+    it, x_top = run_litert(data, x)
     got = tpu(torch.from_numpy(x_top))
     got = got if isinstance(got, (tuple, list)) else (got,)
-    for d, g in zip(it.get_output_details(), got):
-        r = it.get_tensor(d["index"])
-        if r.dtype == np.int8:
-            s, zp = d["quantization"]
-            r = (r.astype(np.float32) - zp) * s
-        else:
-            s = next(t.quant[0][0] for t in plan.b.tensors if t.name == "mean")
+    for d, g, r, s in litert_outputs(it, got, plan):
         g = g.detach().numpy()
         cos, mae = _cos(g, r), float(np.abs(g - r).mean())
         print(f"{case} {d['name']}: cosine {cos:.6f}, mean abs error {mae:.3g} (step {s:.3g})")

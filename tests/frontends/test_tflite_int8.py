@@ -174,17 +174,9 @@ def _cos(a: np.ndarray, b: np.ndarray) -> float:
     return float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b) + 1e-12))
 
 
-@pytest.mark.parametrize("build", [convnet, float_io], ids=lambda f: f.__name__)
-def test_int8_model_matches_litert(build, tmp_path):
-    rng = np.random.default_rng(3)
-    shape = (1, 12, 12, 3) if build is convnet else (1, 8, 8, 4)
-    x = rng.uniform(-1.0, 1.0, shape).astype(np.float32)
-    plan = Plan(_ranges(build, 7, [x]))
-    build(plan, np.random.default_rng(7))
-    data = plan.b.build()
-    path = tmp_path / "int8.tflite"
-    path.write_bytes(data)
-
+def run_litert(data: bytes, x: np.ndarray):
+    """Run a one-input model in LiteRT; an int8 input is quantized first. Returns (interpreter, the float
+    input the TOP graph must see: the dequantized int8 input, or ``x`` itself)."""
     it = Interpreter(model_content=data)
     it.allocate_tensors()
     (din,) = it.get_input_details()
@@ -197,9 +189,11 @@ def test_int8_model_matches_litert(build, tmp_path):
         it.set_tensor(din["index"], x)
         x_top = x
     it.invoke()
+    return it, x_top
 
-    top = load_tflite(path)
-    got = top.run_flat(torch.from_numpy(x_top))
+
+def litert_outputs(it, got, plan):
+    """Yield (detail, our output, LiteRT's output dequantized, one quantization step) per output."""
     for d, g in zip(it.get_output_details(), got):
         r = it.get_tensor(d["index"])
         if r.dtype == np.int8:
@@ -207,6 +201,25 @@ def test_int8_model_matches_litert(build, tmp_path):
             r = (r.astype(np.float32) - zp) * s
         else:
             s = next(t.quant[0][0] for t in plan.b.tensors if t.name == "mean")
+        yield d, g, r, s
+
+
+@pytest.mark.parametrize("build", [convnet, float_io], ids=lambda f: f.__name__)
+def test_int8_model_matches_litert(build, tmp_path):
+    rng = np.random.default_rng(3)
+    shape = (1, 12, 12, 3) if build is convnet else (1, 8, 8, 4)
+    x = rng.uniform(-1.0, 1.0, shape).astype(np.float32)
+    plan = Plan(_ranges(build, 7, [x]))
+    build(plan, np.random.default_rng(7))
+    data = plan.b.build()
+    path = tmp_path / "int8.tflite"
+    path.write_bytes(data)
+
+    it, x_top = run_litert(data, x)
+
+    top = load_tflite(path)
+    got = top.run_flat(torch.from_numpy(x_top))
+    for d, g, r, s in litert_outputs(it, got, plan):
         g = g.numpy()
         assert g.shape == r.shape
         assert _cos(g, r) >= 0.99, d["name"]
