@@ -125,10 +125,62 @@ def test_stage_check_passes_in_bf16():
     x = torch.randn(1, 3, 8, 8)
     torch.compile(model, backend="tpu", options={"precision": "bf16", "cache": False})(x)
     reports = recent_compiles()[-1].check(x)
-    assert len(reports) == 3
+    assert [r.title.split("[")[0] for r in reports] == ["TOP vs eager (outputs)", "TPU", "TPU", "cmodel", "cmodel"]
     for rep in reports:
         rep.raise_if_failed()
     assert len(reports[1].rows) > 3  # per named tensor, not only outputs
+    assert len(reports[3].rows) > 3  # cmodel probes by stable name vs the TPU graph
+
+
+def test_runs_on_the_cmodel_by_default_and_none_runs_the_tpu_graph():
+    from torch_tpu.backend import ProgramModule
+    from torch_tpu.cmodel import run_program
+
+    model = Net().eval()
+    x = torch.randn(2, 3, 8, 8)
+    torch._dynamo.reset()
+    got = torch.compile(model, backend="tpu", options={"cache": False})(x)
+    c = recent_compiles()[-1]
+    assert c.on_cmodel and list(c.programs) == ["tpu_0"] and isinstance(c.runner.tpu_0, ProgramModule)
+    prog = c.programs["tpu_0"]
+    direct = run_program(prog, {prog.inputs[0].name: x}, kernels="reference")["output0"]
+    torch.testing.assert_close(got, direct, rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(got, model(x), rtol=1e-5, atol=1e-5)
+    torch._dynamo.reset()
+    ref = torch.compile(model, backend="tpu", options={"cache": False, "cmodel": "none"})(x)
+    c = recent_compiles()[-1]
+    assert not c.programs and c.runner is c.module and not c.on_cmodel
+    torch.testing.assert_close(got, ref, rtol=1e-5, atol=1e-6)
+
+
+def test_partition_without_codegen_runs_the_reference_ops_with_one_report_line(monkeypatch, caplog):
+    from torch_tpu.lowering.codegen import driver
+
+    monkeypatch.delitem(driver.HANDLERS, "linear")
+    torch._dynamo.reset()
+    model = Net().eval()
+    x = torch.randn(1, 3, 8, 8)
+    with caplog.at_level(logging.WARNING, logger="torch_tpu"):
+        got = torch.compile(model, backend="tpu", options={"cache": False})(x)
+    c = recent_compiles()[-1]
+    assert not c.on_cmodel and not c.programs and c.cmodel_fallbacks[0].partition == "tpu_0"
+    lines = [r.getMessage() for r in caplog.records if "not on the cmodel" in r.getMessage()]
+    assert len(lines) == 1 and "tpu.linear" in lines[0] and "'fc'" in lines[0]
+    torch.testing.assert_close(got, model(x), rtol=1e-5, atol=1e-5)
+
+
+def test_cached_compile_loads_its_programs(tmp_path):
+    model = Net().eval()
+    x = torch.randn(1, 3, 8, 8)
+    outs = []
+    for _ in range(2):
+        torch._dynamo.reset()
+        outs.append(torch.compile(model, backend="tpu", options={"cache_dir": str(tmp_path)})(x))
+    first, second = recent_compiles()[-2:]
+    assert second.from_cache and second.on_cmodel and list(second.programs) == ["tpu_0"]
+    assert second.programs["tpu_0"].to_text() == first.programs["tpu_0"].to_text()
+    assert torch.equal(outs[0], outs[1])
+    assert len(list(tmp_path.rglob("*.tpu"))) == 1
 
 
 def test_int8_through_torch_compile_and_the_one_call_api():

@@ -12,10 +12,14 @@ What happens to the graph dynamo hands over (each step can be dumped with ``dump
 3. fx_passes pipeline (TOP -> TOP);
 4. lowering for (target, precision): supported regions become TPU graphs of ``torch.ops.tpu.*`` ops,
    unsupported ops stay in eager with one report line each (op, stable name, source line);
-5. the result runs the TPU graph with the ops' reference semantics.
+5. codegen: every TPU graph becomes a cmodel :class:`~torch_tpu.cmodel.Program`, and calling the compiled
+   function runs the Programs on the cmodel (kernels from the ``cmodel`` option). A TPU graph that codegen
+   cannot take (an op without a handler, a tile that fits no lane) runs with the ``torch.ops.tpu`` reference
+   ops instead, with one report line naming the op and stable name; ``cmodel="none"`` does that for all.
 
 Compiles are cached on disk (key: the dynamo graph, input shapes/dtypes, the weights, the options, the
-torch_tpu and torch versions), so compiling the same graph again in a new process skips 2-4.
+torch_tpu and torch versions): the lowered graph and its Programs, so compiling the same graph again in a
+new process skips 2-5.
 Graphs with dynamic shapes are specialized per concrete input shape (at most
 ``torch._dynamo.config.recompile_limit`` shapes kept).
 """
@@ -23,6 +27,7 @@ Graphs with dynamic shapes are specialized per concrete input shape (at most
 from __future__ import annotations
 
 import collections
+import copy
 import dataclasses
 import hashlib
 import logging
@@ -35,14 +40,16 @@ import torch.fx as fx
 
 import torch_tpu
 from torch_tpu import tpu_ops  # noqa: F401  (registers torch.ops.tpu.*)
-from torch_tpu.config import STAGE_TOLERANCE, CompileOptions
-from torch_tpu.errors import ConfigError, VerificationError
+from torch_tpu.cmodel import Program, Simulator
+from torch_tpu.config import CMODEL_TOLERANCE, STAGE_TOLERANCE, CompileOptions
+from torch_tpu.errors import ConfigError, TorchTpuError, VerificationError
 from torch_tpu.frontends.torch_frontend import capture_frozen, freeze_dynamo_params
 from torch_tpu.fx_passes import run_pipeline
 from torch_tpu.graph.meta import run_named
 from torch_tpu.graph.printer import format_graph
 from torch_tpu.graph.serialize import load_graph, save_graph
 from torch_tpu.graph.top import TopGraph
+from torch_tpu.lowering.codegen import codegen
 from torch_tpu.lowering.partition import Fallback, lower_partitioned
 from torch_tpu.targets import get_target
 from torch_tpu.verify.compare import CompareReport, compare
@@ -51,6 +58,70 @@ log = logging.getLogger("torch_tpu")
 
 _RECENT: collections.deque = collections.deque(maxlen=16)
 _TOP_MEMO: "collections.OrderedDict[str, TopGraph]" = collections.OrderedDict()
+
+
+@dataclasses.dataclass(frozen=True)
+class CmodelFallback:
+    """A TPU graph that runs with the reference ops because codegen could not make a Program of it.
+
+    Attributes:
+        partition: the submodule (``tpu_0``, ...).
+        reason: codegen's error (names the op and the stable name).
+    """
+
+    partition: str
+    reason: str
+
+
+class ProgramModule(torch.nn.Module):
+    """A TPU partition compiled to a cmodel Program: calling it runs the Program on the cmodel.
+
+    Takes the partition's inputs in order (the Program's inputs) and returns what the TPU graph returns
+    (one tensor or a tuple). With ``debug`` set, :attr:`tensors` holds every probed value of the last run
+    by stable name.
+    """
+
+    def __init__(self, program: Program, kernels: str, tuple_out: bool):
+        super().__init__()
+        self.program, self.kernels, self.tuple_out = program, kernels, tuple_out
+        self.debug = False
+        self.tensors: dict[str, torch.Tensor] = {}
+        self._sim: Simulator | None = None
+
+    def forward(self, *args: torch.Tensor) -> Any:
+        if self._sim is None:
+            self._sim = Simulator(self.program, self.kernels)
+        outs, _ = self._sim.run({io.name: a for io, a in zip(self.program.inputs, args)}, debug=self.debug)
+        if self.debug:
+            self.tensors = dict(self._sim.tensors)
+        res = [outs[io.name] for io in self.program.outputs]
+        return tuple(res) if self.tuple_out else res[0]
+
+
+def _tpu_partitions(module: fx.GraphModule) -> list[str]:
+    return [n.target for n in module.graph.nodes if n.op == "call_module" and str(n.target).startswith("tpu_")]
+
+
+def _generate_programs(module: fx.GraphModule, opts: CompileOptions
+                       ) -> tuple[dict[str, Program], list[CmodelFallback]]:
+    programs, failed = {}, []
+    for name in _tpu_partitions(module):
+        try:
+            programs[name] = codegen(getattr(module, name), opts.target, name=name)
+        except TorchTpuError as e:
+            failed.append(CmodelFallback(name, str(e)))
+    return programs, failed
+
+
+def _program_runner(module: fx.GraphModule, programs: dict[str, Program], kernels: str) -> fx.GraphModule:
+    """A copy of the lowered graph whose TPU partitions with a Program run on the cmodel."""
+    runner = fx.GraphModule(module, copy.deepcopy(module.graph), module.__class__.__name__)
+    for name, prog in programs.items():
+        sub = getattr(module, name)
+        outs = next(n for n in sub.graph.nodes if n.op == "output").args[0]
+        runner.add_submodule(name, ProgramModule(prog, kernels, isinstance(outs, (tuple, list))))
+    runner.meta.update(module.meta)
+    return runner
 
 
 @dataclasses.dataclass
@@ -63,8 +134,12 @@ class CompiledGraph:
         options: the compile options.
         top: the TOP graph after fx_passes (None when loaded from the on-disk cache).
         eager: the dynamo graph with frozen weights (the reference), when compiled in this process.
-        seconds: wall time of capture, passes and lowering (or of the cache load).
+        seconds: wall time of capture, passes, lowering and codegen (or of the cache load).
         from_cache: whether the on-disk cache answered.
+        programs: ``{partition: Program}`` for the TPU graphs that run on the cmodel.
+        cmodel_fallbacks: TPU graphs that run with the reference ops (codegen could not take them).
+        runner: what a call runs: ``module`` with the partitions that have a Program replaced by
+            :class:`ProgramModule` (``module`` itself when ``cmodel="none"``).
     """
 
     module: fx.GraphModule
@@ -74,10 +149,23 @@ class CompiledGraph:
     eager: fx.GraphModule | None = None
     seconds: float = 0.0
     from_cache: bool = False
+    programs: dict[str, Program] = dataclasses.field(default_factory=dict)
+    cmodel_fallbacks: list[CmodelFallback] = dataclasses.field(default_factory=list)
+    runner: fx.GraphModule | None = None
+
+    def __post_init__(self) -> None:
+        if self.runner is None:
+            self.runner = (self.module if self.options.cmodel == "none" or not self.programs
+                           else _program_runner(self.module, self.programs, self.options.cmodel))
+
+    @property
+    def on_cmodel(self) -> bool:
+        """Whether every TPU graph runs as a Program on the cmodel."""
+        return self.runner is not self.module and not self.cmodel_fallbacks
 
     def __call__(self, *args: Any) -> tuple:
         with torch.no_grad():
-            out = self.module(*args)
+            out = self.runner(*args)
         return tuple(out) if isinstance(out, (tuple, list)) else (out,)
 
     def text(self) -> str:
@@ -100,12 +188,36 @@ class CompiledGraph:
         reports = [compare(dict(zip(names, eager_out)), dict(zip(names, top_out)), STAGE_TOLERANCE["f32"],
                            title="TOP vs eager (outputs)")]
         tpu_out, tpu_vals = run_named(self.module, *inputs)
+        tag = f"{self.options.target}/{self.options.precision}"
         common = [n for n in top_vals if n in tpu_vals]
-        reports.append(compare(top_vals, tpu_vals, tol, names=common,
-                               title=f"TPU[{self.options.target}/{self.options.precision}] vs TOP (named tensors)"))
+        reports.append(compare(top_vals, tpu_vals, tol, names=common, title=f"TPU[{tag}] vs TOP (named tensors)"))
+        tpu_out = tpu_out if isinstance(tpu_out, (tuple, list)) else (tpu_out,)
         reports.append(compare(dict(zip(names, top_out)), dict(zip(names, tpu_out)), tol,
-                               title=f"TPU[{self.options.target}/{self.options.precision}] vs TOP (outputs)"))
+                               title=f"TPU[{tag}] vs TOP (outputs)"))
+        if self.runner is not self.module:
+            reports += self._check_cmodel(inputs, tpu_vals, dict(zip(names, tpu_out)))
         return reports
+
+    def _check_cmodel(self, inputs: Sequence[torch.Tensor], tpu_vals: dict[str, torch.Tensor],
+                      tpu_out: dict[str, torch.Tensor]) -> list[CompareReport]:
+        """cmodel vs TPU graph: every probed value by stable name, then the outputs."""
+        tol = CMODEL_TOLERANCE[self.options.precision]
+        mods = [m for m in self.runner.children() if isinstance(m, ProgramModule)]
+        for m in mods:
+            m.debug = True
+        try:
+            out = self(*inputs)
+        finally:
+            for m in mods:
+                m.debug = False
+        probed: dict[str, torch.Tensor] = {}
+        for m in mods:
+            probed.update(m.tensors)
+            m.tensors = {}
+        tag = f"{self.options.target}/{self.options.precision}, kernels {self.options.cmodel}"
+        common = [n for n in tpu_vals if n in probed]
+        return [compare(tpu_vals, probed, tol, names=common, title=f"cmodel[{tag}] vs TPU graph (named tensors)"),
+                compare(tpu_out, dict(zip(tpu_out, out)), tol, title=f"cmodel[{tag}] vs TPU graph (outputs)")]
 
 
 def recent_compiles() -> list[CompiledGraph]:
@@ -182,7 +294,10 @@ def compile_frozen(gm: fx.GraphModule, user_args: Sequence[Any], user_names: Seq
         else:
             fallbacks = [Fallback(*f) for f in meta.get("fallbacks", [])]
             _report_fallbacks(fallbacks, opts)
-            return CompiledGraph(module, fallbacks, opts, seconds=time.perf_counter() - start, from_cache=True)
+            programs, failed = _cached_programs(module, cache_file, meta, opts)
+            _report_cmodel_fallbacks(failed, opts)
+            return CompiledGraph(module, fallbacks, opts, seconds=time.perf_counter() - start, from_cache=True,
+                                 programs=programs, cmodel_fallbacks=failed)
 
     _dump(opts, "00_dynamo_graph.txt", gm.code)
     top = _TOP_MEMO.get(digest)
@@ -201,13 +316,53 @@ def compile_frozen(gm: fx.GraphModule, user_args: Sequence[Any], user_names: Seq
     _dump(opts, f"03_tpu_{target.name}_{opts.precision}.txt",
           format_graph(module, f"TPU graph ({target.name}/{opts.precision})"))
     _report_fallbacks(fallbacks, opts)
+    programs, failed = _generate_programs(module, opts) if opts.cmodel != "none" else ({}, [])
+    for name, prog in programs.items():
+        _dump(opts, f"04_program_{name}.txt", prog.to_text())
+    _report_cmodel_fallbacks(failed, opts)
     if opts.cache:
         try:
-            save_graph(module, cache_file, meta={"fallbacks": [dataclasses.astuple(f) for f in fallbacks],
-                                                 "target": target.name, "precision": opts.precision})
+            meta = {"fallbacks": [dataclasses.astuple(f) for f in fallbacks], "target": target.name,
+                    "precision": opts.precision}
+            if opts.cmodel != "none":
+                cache_file.parent.mkdir(parents=True, exist_ok=True)
+                for name, prog in programs.items():
+                    prog.save(_program_file(cache_file, name))
+                meta["programs"] = sorted(programs)
+                meta["cmodel_fallbacks"] = [dataclasses.astuple(f) for f in failed]
+            save_graph(module, cache_file, meta=meta)
         except (OSError, torch_tpu.errors.TorchTpuError) as e:
             log.warning("torch_tpu: could not write the compile cache (%s)", e)
-    return CompiledGraph(module, fallbacks, opts, top=top, eager=gm, seconds=time.perf_counter() - start)
+    return CompiledGraph(module, fallbacks, opts, top=top, eager=gm, seconds=time.perf_counter() - start,
+                         programs=programs, cmodel_fallbacks=failed)
+
+
+def _program_file(cache_file: Path, partition: str) -> Path:
+    return cache_file.with_name(f"{cache_file.stem}.{partition}.tpu")
+
+
+def _cached_programs(module: fx.GraphModule, cache_file: Path, meta: dict, opts: CompileOptions
+                     ) -> tuple[dict[str, Program], list[CmodelFallback]]:
+    """The Programs saved with a cached graph; generated again when the entry has none (or a bad one)."""
+    if opts.cmodel == "none":
+        return {}, []
+    if "programs" in meta:
+        try:
+            programs = {name: Program.load(_program_file(cache_file, name)) for name in meta["programs"]}
+            return programs, [CmodelFallback(*f) for f in meta.get("cmodel_fallbacks", [])]
+        except torch_tpu.errors.ProgramError as e:
+            log.warning("torch_tpu: regenerating the Programs of a bad cache entry (%s)", e)
+    return _generate_programs(module, opts)
+
+
+def _report_cmodel_fallbacks(failed: Sequence[CmodelFallback], opts: CompileOptions) -> None:
+    lines = [f"torch_tpu[{opts.target}/{opts.precision}]: {f.partition} runs with the reference ops, not on the "
+             f"cmodel: {f.reason}" for f in failed]
+    if opts.cmodel != "none":
+        _dump(opts, "cmodel_fallbacks.txt", "\n".join(lines) + "\n" if lines else "every TPU graph runs on the cmodel\n")
+    if opts.verbose:
+        for line in lines:
+            log.warning(line)
 
 
 def _is_dynamic(args: Sequence[Any]) -> bool:

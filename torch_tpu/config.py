@@ -17,7 +17,7 @@ from typing import Any, Mapping
 
 from torch_tpu.errors import ConfigError
 
-CMODEL_CHOICES = ("auto", "c", "triton", "reference")
+CMODEL_CHOICES = ("auto", "c", "triton", "reference", "none")
 
 
 def _default_cache_dir() -> Path:
@@ -37,7 +37,9 @@ class CompileOptions:
         qtable: path, QTable or ``{stable_name: "F32"|"BF16"|"F16"|"INT8"}`` (mixed precision).
         asymmetric: INT8 activations with zero points (default symmetric).
         dump_dir: write the graph after every stage/pass there, numbered.
-        cmodel: which kernels run the Program (``auto`` picks the fastest available).
+        cmodel: which kernels run the compiled Programs on the cmodel (``auto`` picks the fastest available:
+            C, else the torch reference kernels); ``none`` runs the TPU graphs with the ``torch.ops.tpu``
+            reference ops instead of generating Programs (faster to run, no DDR/local-memory model).
         fallback: let ops the target cannot run execute in eager PyTorch (the torch.compile backend);
             when False such an op is an error.
         check: run the invariant checkers between passes (slower; tests turn it on).
@@ -84,4 +86,14 @@ STAGE_TOLERANCE: dict[str, tuple[float, float]] = {
     "f16": (0.999, 0.95),
     "bf16": (0.99, 0.85),
     "int8": (0.98, 0.80),
+}
+
+#: (min cosine, min Euclidean similarity) of the cmodel's float results against the TPU graph they were
+#: generated from: the same arithmetic, so only summation order (f32) and a last-place rounding of the
+#: stored dtype (bf16 8 bits, f16 11 bits) may differ. Integer tensors must be equal.
+CMODEL_TOLERANCE: dict[str, tuple[float, float]] = {
+    "f32": (0.999999, 0.9999),
+    "f16": (0.99999, 0.999),
+    "bf16": (0.9999, 0.99),
+    "int8": (0.999999, 0.9999),
 }

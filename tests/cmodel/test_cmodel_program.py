@@ -125,3 +125,35 @@ def test_text_listing_names_every_instruction():
     inst_lines = [ln for ln in lines if ln.startswith("%")]
     assert len(inst_lines) == 4
     assert inst_lines[2].startswith("%2    eltwise    [add] deps=0,1 op=add a=L(lane 0 @0x0 1x4x3x3 f32)")
+
+
+def test_probes_round_trip_are_checked_and_read_whole_values_in_debug_runs(tmp_path):
+    from torch_tpu.cmodel import run_program
+    from torch_tpu.cmodel.program import Probe
+
+    p = small_program()
+    out = p.outputs[0]
+    x_io = p.inputs[0]
+    store_id = p.instructions[-1].id
+    # the output, complete after its store; the input, readable before the first instruction
+    p.probes = [Probe("add", out.shape, out.dtype, out.addr, store_id), Probe("x", x_io.shape, x_io.dtype, x_io.addr, -1)]
+    path = p.save(tmp_path / "m.tpu")
+    q = Program.load(path)
+    assert q.probes == p.probes
+    x = np.random.default_rng(0).standard_normal((1, 4, 3, 3)).astype(np.float32)
+    res = run_program(q, {"x": x}, debug=True)
+    assert set(res.tensors) == {"add", "x"}
+    np.testing.assert_array_equal(res.tensors["x"].numpy(), x)
+    np.testing.assert_array_equal(res.tensors["add"].numpy(), res.outputs["y"].numpy())
+    # a probe read too early sees the input bytes' old contents, not the value: "after" matters
+    q.probes = [Probe("add", out.shape, out.dtype, out.addr, -1)]
+    early = run_program(q, {"x": x}, debug=True).tensors["add"]
+    assert not np.array_equal(early.numpy(), res.outputs["y"].numpy())
+    for bad, message in [(Probe("p", out.shape, out.dtype, out.addr, 999), "not an instruction id"),
+                         (Probe("p", (1 << 30,), out.dtype, out.addr, -1), "outside every DDR region")]:
+        q.probes = [bad]
+        with pytest.raises(ProgramError, match=message):
+            q.validate()
+    rewrite(path, lambda h: h["probes"][0].update(after="3"))
+    with pytest.raises(ProgramError, match="'after' must be int"):
+        Program.load(path)

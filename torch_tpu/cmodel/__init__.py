@@ -18,12 +18,12 @@ from torch_tpu.cmodel.builder import ProgramBuilder
 from torch_tpu.cmodel.kernels import KernelSet, get_kernel_set
 from torch_tpu.cmodel.memory import Memory, c_available
 from torch_tpu.cmodel.operands import DdrTensor, DType, LocalTensor
-from torch_tpu.cmodel.program import FORMAT_VERSION, DdrRegion, IOTensor, Program
+from torch_tpu.cmodel.program import FORMAT_VERSION, DdrRegion, IOTensor, Probe, Program
 from torch_tpu.cmodel.simulator import RunResult, Simulator, estimate, run_program
 from torch_tpu.cmodel.timing import Profile, instruction_cost, simulate_timing
 
 __all__ = [
     "isa", "codec", "ProgramBuilder", "KernelSet", "get_kernel_set", "Memory", "c_available", "DdrTensor", "DType",
-    "LocalTensor", "FORMAT_VERSION", "DdrRegion", "IOTensor", "Program", "RunResult", "Simulator", "estimate",
+    "LocalTensor", "FORMAT_VERSION", "DdrRegion", "IOTensor", "Probe", "Program", "RunResult", "Simulator", "estimate",
     "run_program", "Profile", "instruction_cost", "simulate_timing",
 ]

@@ -6,7 +6,8 @@ File layout (little endian), no pickle::
     u32       format version (FORMAT_VERSION)
     u64       header length L
     L bytes   header: UTF-8 JSON {"format": "torch_tpu.program", "version", "target", "regions",
-              "inputs", "outputs", "weights": {"region", "nbytes", "sha256"}, "instructions"}
+              "inputs", "outputs", "weights": {"region", "nbytes", "sha256"}, "instructions",
+              optional "probes"}
     nbytes    weight bytes, loaded at the base of the weight region
 
 ``save`` writes a temporary file beside the target and renames it (never a half-written file).
@@ -67,6 +68,24 @@ class IOTensor:
 
 
 @dataclasses.dataclass(frozen=True)
+class Probe:
+    """Where a named intermediate value can be read for debugging: contiguous at ``addr`` in DDR, complete
+    once instruction ``after`` has run (``-1``: before the first instruction). Codegen writes one per TPU-graph
+    value (the stable name), so ``run_program(..., debug=True)`` returns whole tensors by name, comparable with
+    the TPU graph's named values. Probes never change what a program computes."""
+
+    name: str
+    shape: tuple[int, ...]
+    dtype: DType
+    addr: int
+    after: int
+
+    @property
+    def nbytes(self) -> int:
+        return math.prod(self.shape) * self.dtype.size
+
+
+@dataclasses.dataclass(frozen=True)
 class DdrRegion:
     """A named DDR range ``[base, base + size)`` (``weight``, ``activation``, ...)."""
 
@@ -91,6 +110,7 @@ class Program:
         weights: bytes copied to the base of ``weight_region`` before a run.
         weight_region: name of the region that holds the weights (read-only for DMA).
         version: format version.
+        probes: named intermediate values readable after a given instruction (``debug=True`` runs).
     """
 
     target: str
@@ -101,6 +121,7 @@ class Program:
     weights: bytes = b""
     weight_region: str = "weight"
     version: int = FORMAT_VERSION
+    probes: list[Probe] = dataclasses.field(default_factory=list)
 
     @property
     def ddr_bytes(self) -> int:
@@ -166,6 +187,13 @@ class Program:
             inst.check(target)
             self._check_ddr(inst)
             ids.add(inst.id)
+        for pr in self.probes:
+            if pr.after != -1 and pr.after not in ids:
+                raise ProgramError(f"program: probe '{pr.name}': 'after' {pr.after} is not an instruction id")
+            if any(not isinstance(d, int) or d < 0 for d in pr.shape) or pr.addr < 0 or \
+                    self._region_of(pr.addr, pr.addr + pr.nbytes) is None:
+                raise ProgramError(f"program: probe '{pr.name}': DDR bytes [{pr.addr}, {pr.addr + pr.nbytes}) "
+                                   "outside every DDR region")
 
     def _check_ddr(self, inst: isa.Instruction) -> None:
         for name, t in inst.ddr_operands():
@@ -209,6 +237,8 @@ class Program:
             "inputs": [io(t) for t in self.inputs], "outputs": [io(t) for t in self.outputs],
             "weights": {"region": self.weight_region, "nbytes": len(self.weights), "sha256": self.weights_sha256},
             "instructions": [codec.encode(i) for i in self.instructions],
+            "probes": [{"name": p.name, "shape": list(p.shape), "dtype": p.dtype.label, "addr": p.addr,
+                        "after": p.after} for p in self.probes],
         }
 
     def save(self, path: str | os.PathLike) -> Path:
@@ -277,7 +307,8 @@ class Program:
             inputs=[_io(t, "input") for t in _get(h, "inputs", list, "header")],
             outputs=[_io(t, "output") for t in _get(h, "outputs", list, "header")],
             instructions=[codec.decode(d) for d in instructions],
-            weights=weights, weight_region=_get(w, "region", str, "weights"), version=version)
+            weights=weights, weight_region=_get(w, "region", str, "weights"), version=version,
+            probes=[_probe(d) for d in (_get(h, "probes", list, "header") if "probes" in h else [])])
         prog.validate()
         return prog
 
@@ -313,6 +344,16 @@ def _io(d: Any, kind: str) -> IOTensor:
         raise ProgramError(f"{where}: shape must be integers, got {shape}")
     return IOTensor(name, tuple(shape), DType.parse(_get(d, "dtype", str, where)), _get(d, "addr", int, where),
                     float(_get(d, "scale", float, where)), _get(d, "zero_point", int, where))
+
+
+def _probe(d: Any) -> Probe:
+    name = _get(d, "name", str, "probe")
+    where = f"probe '{name}'"
+    shape = _get(d, "shape", list, where)
+    if any(not isinstance(s, int) or isinstance(s, bool) for s in shape):
+        raise ProgramError(f"{where}: shape must be integers, got {shape}")
+    return Probe(name, tuple(shape), DType.parse(_get(d, "dtype", str, where)), _get(d, "addr", int, where),
+                 _get(d, "after", int, where))
 
 
 def ddr_view(t: IOTensor) -> DdrTensor:

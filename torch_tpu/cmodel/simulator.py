@@ -38,11 +38,13 @@ from torch_tpu.errors import ProgramError
 @dataclasses.dataclass
 class RunResult:
     """Outputs by name; the profile (``profile=True``); with ``debug=True`` the output tile of every
-    compute instruction, by layer stable name, in execution order."""
+    compute instruction, by layer stable name, in execution order (``intermediates``), and every probed
+    value of the program as a whole tensor, by stable name (``tensors``, see :class:`~.program.Probe`)."""
 
     outputs: dict[str, torch.Tensor]
     profile: Profile | None = None
     intermediates: dict[str, list[torch.Tensor]] = dataclasses.field(default_factory=dict)
+    tensors: dict[str, torch.Tensor] = dataclasses.field(default_factory=dict)
 
 
 def _to_storage(value: np.ndarray | torch.Tensor, io, where: str) -> np.ndarray:
@@ -92,10 +94,18 @@ class Simulator:
         for io in p.inputs:
             mem.write_ddr(io.addr, _to_storage(inputs[io.name], io, "input"))
         intermediates: dict[str, list[torch.Tensor]] = {}
+        self.tensors: dict[str, torch.Tensor] = {}
+        probes: dict[int, list] = {}
+        if debug:
+            for pr in p.probes:
+                probes.setdefault(pr.after, []).append(pr)
+            self._read_probes(mem, probes.get(-1, ()))
         for inst in p.instructions:
             try:
                 if inst.ENGINE == "dma":
                     mem.dma(inst.src, inst.dst)
+                    if debug and inst.id in probes:
+                        self._read_probes(mem, probes[inst.id])
                     continue
                 ops = [mem.read_local(t) if t is not None else None for t in inst.inputs()]
                 result = self.kernels.kernel(inst)(inst, ops)
@@ -104,8 +114,14 @@ class Simulator:
                 raise inst.fail("operands", str(e)) from None
             if debug:
                 intermediates.setdefault(inst.layer, []).append(_to_torch(result, inst.out.dtype))
+                if inst.id in probes:
+                    self._read_probes(mem, probes[inst.id])
         outputs = {io.name: _to_torch(mem.read_ddr(io.addr, io.shape, io.dtype), io.dtype) for io in p.outputs}
         return outputs, intermediates
+
+    def _read_probes(self, mem: Memory, probes) -> None:
+        for pr in probes:
+            self.tensors[pr.name] = _to_torch(mem.read_ddr(pr.addr, pr.shape, pr.dtype), pr.dtype)
 
 
 def estimate(program: Program) -> Profile:
@@ -132,7 +148,8 @@ def run_program(program: Program | str | os.PathLike, inputs: Mapping[str, np.nd
     """
     if not isinstance(program, Program):
         program = Program.load(program)
-    outputs, intermediates = Simulator(program, kernels).run(inputs, debug=debug)
+    sim = Simulator(program, kernels)
+    outputs, intermediates = sim.run(inputs, debug=debug)
     if not (profile or debug):
         return outputs
-    return RunResult(outputs, estimate(program) if profile else None, intermediates)
+    return RunResult(outputs, estimate(program) if profile else None, intermediates, sim.tensors)

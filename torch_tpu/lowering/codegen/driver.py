@@ -10,10 +10,11 @@ from __future__ import annotations
 import functools
 from typing import Callable
 
+import torch
 import torch.fx as fx
 
 from torch_tpu.cmodel.operands import DType, align_up
-from torch_tpu.cmodel.program import DdrRegion, IOTensor, Program
+from torch_tpu.cmodel.program import DdrRegion, IOTensor, Probe, Program
 from torch_tpu.errors import ProgramError, UnsupportedOpError
 from torch_tpu.lowering.codegen import ops_conv, ops_elementwise as ew, ops_matmul, ops_norm, ops_pool, ops_shape
 from torch_tpu.lowering.codegen.context import OpCtx, WeightPacker
@@ -90,9 +91,15 @@ def codegen(tpu_gm: fx.GraphModule, target: str = "bm1684x", *, name: str = "mod
         HANDLERS[op_name(n)](OpCtx(n, tpu_gm, tgt, Emitter(tgt), plan0, weights))
     w_size = align_up(max(len(weights.blob), DDR_ALIGN), DDR_ALIGN)
     plan = plan_ddr(tpu_gm, w_size)
+    probes: list[Probe] = []
     for n in nodes:
         em.arena.reset()
         HANDLERS[op_name(n)](OpCtx(n, tpu_gm, tgt, em, plan, weights))
+        v = n.meta.get("val")
+        if n in plan.addr and isinstance(v, torch.Tensor):
+            # the value is complete in DDR once the op's last instruction ran (an alias: its producer's)
+            probes.append(Probe(stable_name(n), tuple(v.shape), DType.from_torch(v.dtype), plan.addr[n],
+                                em.instructions[-1].id if em.instructions else -1))
     inputs = [_io(n.meta.get("stable_name", n.name), n, plan) for n in tpu_gm.graph.nodes if n.op == "placeholder"]
     out_node = list(tpu_gm.graph.nodes)[-1]
     outs: list[fx.Node] = []
@@ -100,7 +107,8 @@ def codegen(tpu_gm: fx.GraphModule, target: str = "bm1684x", *, name: str = "mod
     outputs = [_io(f"output{i}", n, plan) for i, n in enumerate(outs)]
     prog = Program(target=tgt.name,
                    regions=[DdrRegion("weight", 0, w_size), DdrRegion("activation", w_size, plan.size)],
-                   inputs=inputs, outputs=outputs, instructions=em.instructions, weights=bytes(weights.blob))
+                   inputs=inputs, outputs=outputs, instructions=em.instructions, weights=bytes(weights.blob),
+                   probes=probes)
     prog.validate()
     return (prog, plan) if return_plan else prog
 
