@@ -6,17 +6,20 @@ Order and why:
 2. ``fold_constants``        — turns ``permute(fc.weight)``, ``expand(cls_token)`` and mask chains into
                                constants, so later passes see constant weights and all-zero masks.
 3. ``remove_noops``          — clones, same-shape views/expands, ``+ 0`` of a folded zero mask, ``* 1``.
-4. ``cancel_permute_reshape``— merges the permute / view chains that no-op removal exposed.
-5. ``recognize_silu``,
-6. ``recognize_gelu``,
-7. ``recognize_hardswish``   — before scale folding: hardsigmoid's ``add 3`` / ``div 6`` would otherwise
+4. ``cancel_permute_reshape``— merges the permute / view chains that no-op removal exposed (first, so
+                               sinking sees one permute per chain).
+5. ``sink_permutes``         — moves layout permutes below elementwise / pad / cat ops, so NHWC <-> NCHW
+                               round trips (TFLite graphs) meet and cancel.
+6. ``recognize_silu``,
+7. ``recognize_gelu``,
+8. ``recognize_hardswish``   — before scale folding: hardsigmoid's ``add 3`` / ``div 6`` would otherwise
                                be folded into the conv before it and the activation lost.
-8. ``fold_batchnorm``        — BatchNorm into the conv / linear before it.
-9. ``fold_scale``            — remaining per-channel ``* c`` / ``+ c`` into conv / linear (after BN, so
+9. ``fold_batchnorm``        — BatchNorm into the conv / linear before it.
+10. ``fold_scale``           — remaining per-channel ``* c`` / ``+ c`` into conv / linear (after BN, so
                                ``conv -> bn -> * c`` folds in both steps).
-10. ``fold_pad``             — explicit pads into conv / pool padding.
-11. ``remove_dead_code``     — (as ``cleanup``) nothing unused is left for lowering.
-12. ``annotate_flops``       — last, on the final ops.
+11. ``fold_pad``             — explicit pads into conv / pool padding.
+12. ``remove_dead_code``     — (as ``cleanup``) nothing unused is left for lowering.
+13. ``annotate_flops``       — last, on the final ops.
 
 Example:
     >>> run_pipeline(top.gm, dump_dir="dump/passes", check=True)      # doctest: +SKIP
@@ -38,6 +41,7 @@ from torch_tpu.fx_passes.manager import Pass, PassManager
 from torch_tpu.fx_passes.noops import remove_noops
 from torch_tpu.fx_passes.pad_folding import fold_pad
 from torch_tpu.fx_passes.permute_reshape import cancel_permute_reshape
+from torch_tpu.fx_passes.permute_sinking import sink_permutes
 from torch_tpu.fx_passes.scale_folding import fold_scale
 from torch_tpu.fx_passes.silu import recognize_silu
 
@@ -47,6 +51,7 @@ PIPELINE: tuple[Pass, ...] = (
     Pass("fold_constants", fold_constants),
     Pass("remove_noops", remove_noops),
     Pass("cancel_permute_reshape", cancel_permute_reshape),
+    Pass("sink_permutes", sink_permutes),
     Pass("recognize_silu", recognize_silu),
     Pass("recognize_gelu", recognize_gelu),
     Pass("recognize_hardswish", recognize_hardswish),
