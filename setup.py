@@ -9,16 +9,19 @@ import sys
 from setuptools import Extension, setup
 
 _ARGS = ["-O3", "-std=c99", "-fno-strict-aliasing", "-Wall", "-Wno-unused-parameter"]
+_THREADS = ["-pthread"]  # the kernels' worker pool (csrc/threads.c); Windows builds run serially
 if sys.platform == "win32":
-    _ARGS = ["/O2"]
+    _ARGS, _THREADS = ["/O2"], []
 
 setup(
     ext_modules=[
         Extension(
             "torch_tpu.cmodel._cmodel",
-            sources=[f"torch_tpu/cmodel/csrc/{name}.c" for name in ("module", "kernels", "gemm", "convert")],
-            depends=["torch_tpu/cmodel/csrc/common.h", "torch_tpu/cmodel/csrc/kernels.h"],
-            extra_compile_args=_ARGS,
+            sources=[f"torch_tpu/cmodel/csrc/{name}.c"
+                     for name in ("module", "kernels", "gemm", "convert", "kernels_misc", "threads")],
+            depends=[f"torch_tpu/cmodel/csrc/{name}.h" for name in ("common", "kernels", "threads")],
+            extra_compile_args=_ARGS + _THREADS,
+            extra_link_args=_THREADS,
             libraries=[] if sys.platform == "win32" else ["m"],
         )
     ]

@@ -73,6 +73,10 @@ def sample_instructions() -> list[isa.Instruction]:
         isa.DmaStore(id=13, deps=(12,), src=x, dst=DdrTensor(256, (1, 4, 8, 8), (256, 64, 8, 1), DType.F32)),
         isa.DmaCopy(id=14, src=DdrTensor(0, (1, 4, 8, 8), (256, 1, 32, 4), DType.F32),
                     dst=DdrTensor.contiguous(1024, (1, 4, 8, 8), DType.F32)),
+        isa.Compare(id=15, op="ge", a=x, scalar=float("-inf"), out=f(2048, (1, 4, 8, 8), "uint8")),
+        isa.Select(id=16, cond=f(2048, (1, 4, 8, 1), "uint8"), a=x, b=f(1024, (1, 1, 8, 8)), out=f(4096, (1, 4, 8, 8))),
+        isa.Gather(id=17, table=f(0, (1, 70, 1, 8)), index=f(1024, (1, 5, 1, 1), "int32"), prev=f(2048, (1, 5, 1, 8)),
+                   out=f(2048, (1, 5, 1, 8)), base=64),
     ]
 
 

@@ -555,3 +555,94 @@ class LayerNorm(Instruction):
             raise self.fail("out", "layernorm is float only")
         if not self.eps > 0:
             raise self.fail("eps", "must be > 0")
+
+
+COMPARE_OPS = ("eq", "ne", "lt", "le", "gt", "ge")
+
+
+@_register
+@_frozen
+class Compare(Instruction):
+    """Comparison mask ``out = (a OP b) ? 1 : 0`` (uint8) with broadcast (a dim of 1 repeats), or ``a OP scalar``.
+
+    Exact: float operands compared in f32 (bf16/f16 widen exactly), integer operands in int64 (against the
+    scalar as f64); NaN compares unequal to everything. ``a`` and ``b`` are both float or both integer.
+    """
+
+    OPCODE = "compare"
+    INPUTS = ("a", "b")
+    op: str
+    a: LocalTensor
+    b: LocalTensor | None = None
+    scalar: float = 0.0
+    out: LocalTensor
+
+    def check_fields(self, target: Target) -> None:
+        if self.op not in COMPARE_OPS:
+            raise self.fail("op", f"unknown comparison {self.op!r} (known: {', '.join(COMPARE_OPS)})")
+        for name, t in (("a", self.a), ("b", self.b)):
+            if t is not None and any(d not in (1, o) for d, o in zip(t.shape, self.out.shape)):
+                raise self.fail(name, f"shape {t.shape} does not broadcast to {self.out.shape}")
+        if self.b is not None:
+            _float_or_int(self, "b", [self.a.dtype, self.b.dtype])
+        if self.out.dtype != DType.UINT8:
+            raise self.fail("out", f"a comparison mask is uint8, got {self.out.dtype.label}")
+
+
+@_register
+@_frozen
+class Select(Instruction):
+    """``out = cond != 0 ? a : b`` with broadcast of ``cond`` (uint8), ``a`` and ``b`` to ``out``; an exact
+    selection (no rounding): ``a``, ``b`` and ``out`` share one dtype."""
+
+    OPCODE = "select"
+    INPUTS = ("cond", "a", "b")
+    cond: LocalTensor
+    a: LocalTensor
+    b: LocalTensor
+    out: LocalTensor
+
+    def check_fields(self, target: Target) -> None:
+        for name, t in (("cond", self.cond), ("a", self.a), ("b", self.b)):
+            if any(d not in (1, o) for d, o in zip(t.shape, self.out.shape)):
+                raise self.fail(name, f"shape {t.shape} does not broadcast to {self.out.shape}")
+        if self.cond.dtype != DType.UINT8:
+            raise self.fail("cond", f"the condition is a uint8 mask, got {self.cond.dtype.label}")
+        _same_dtype(self, "a", self.a, self.out)
+        _same_dtype(self, "b", self.b, self.out)
+
+
+@_register
+@_frozen
+class Gather(Instruction):
+    """Row gather with run-time indices (embedding lookup):
+
+    ``out[n, c, 0, :] = table[0, i - base, 0, :]`` where ``i = index[n, c, 0, 0]`` when ``base <= i < base + V``
+    (``V = table.shape[1]``), else ``prev[n, c, 0, :]`` (zeros without ``prev``). A table larger than local memory
+    is gathered block by block: each block's Gather passes the previous block's output as ``prev`` (the output may
+    be the same tile). ``index`` is int32; ``table``, ``prev`` and ``out`` share one dtype (an exact copy).
+    """
+
+    OPCODE = "gather"
+    INPUTS = ("table", "index", "prev")
+    table: LocalTensor
+    index: LocalTensor
+    prev: LocalTensor | None = None
+    out: LocalTensor
+    base: int = 0
+
+    def check_fields(self, target: Target) -> None:
+        n, c, _, d = self.out.shape
+        if self.table.shape[0] != 1 or self.table.shape[2] != 1 or self.table.shape[3] != d:
+            raise self.fail("table", f"shape {self.table.shape}, expected (1, V, 1, {d})")
+        if self.index.shape != (n, c, 1, 1) or self.index.dtype != DType.INT32:
+            raise self.fail("index", f"needs int32 of shape {(n, c, 1, 1)}, got {self.index.dtype.label} "
+                                     f"{self.index.shape}")
+        if self.out.shape[2] != 1:
+            raise self.fail("out", f"shape {self.out.shape}, expected (N, C, 1, D)")
+        _same_dtype(self, "table", self.table, self.out)
+        if self.prev is not None:
+            _same_shape(self, "prev", self.prev, self.out)
+            _same_dtype(self, "prev", self.prev, self.out)
+        if not isinstance(self.base, int) or self.base < 0:
+            raise self.fail("base", f"must be a non-negative integer, got {self.base!r}")

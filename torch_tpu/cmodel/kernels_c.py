@@ -26,6 +26,23 @@ _UNARY = {name: code for code, name in enumerate(isa.ACTIVATIONS)}
 _REDUCE = {name: code for code, name in enumerate(isa.REDUCE_OPS)}
 
 
+def set_threads(n: int = 0) -> None:
+    """Threads the C kernels use: ``n >= 1`` exactly, ``0`` the default (the CPUs this process may run
+    on, ``os.sched_getaffinity``). Results do not depend on it (kernels split work over output tiles).
+
+    Example:
+        >>> set_threads(1); threads()
+        1
+        >>> set_threads(0)
+    """
+    _cmodel.set_threads(int(n))
+
+
+def threads() -> int:
+    """How many threads the C kernels use."""
+    return _cmodel.threads()
+
+
 def _out(t: isa.LocalTensor) -> np.ndarray:
     return np.empty(t.shape, dtype=t.dtype.numpy)
 
@@ -129,7 +146,32 @@ def layernorm(inst: isa.LayerNorm, ops: Operands) -> np.ndarray:
     return out
 
 
+def compare(inst: isa.Compare, ops: Operands) -> np.ndarray:
+    a, b = ops
+    out = _out(inst.out)
+    bshape = inst.b.shape if inst.b is not None else (1, 1, 1, 1)
+    _cmodel.compare(out, a, int(inst.a.dtype), inst.a.shape, b, _dt(inst.b), bshape, inst.out.shape,
+                    isa.COMPARE_OPS.index(inst.op), float(inst.scalar))
+    return out
+
+
+def select(inst: isa.Select, ops: Operands) -> np.ndarray:
+    cond, a, b = ops
+    out = _out(inst.out)
+    _cmodel.select(out, int(inst.out.dtype), cond, inst.cond.shape, a, inst.a.shape, b, inst.b.shape, inst.out.shape)
+    return out
+
+
+def gather(inst: isa.Gather, ops: Operands) -> np.ndarray:
+    table, index, prev = ops
+    out = _out(inst.out)
+    n, c, _, d = inst.out.shape
+    _cmodel.gather(out, int(inst.out.dtype), table, inst.table.shape[1], index, prev, n * c, d, inst.base)
+    return out
+
+
 KERNELS: dict[str, KernelFn] = {
     "conv2d": conv2d, "matmul": matmul, "eltwise": eltwise, "activation": activation, "pool2d": pool2d,
     "lut": lut, "requant": requant, "cast": cast, "reduce": reduce, "softmax": softmax, "layernorm": layernorm,
+    "compare": compare, "select": select, "gather": gather,
 }

@@ -255,8 +255,46 @@ def layernorm(inst: isa.LayerNorm, ops: Operands) -> np.ndarray:
     return from_torch(y, inst.out.dtype)
 
 
+_COMPARE = {"eq": torch.eq, "ne": torch.ne, "lt": torch.lt, "le": torch.le, "gt": torch.gt, "ge": torch.ge}
+
+
+def compare(inst: isa.Compare, ops: Operands) -> np.ndarray:
+    """``(a OP b) ? 1 : 0`` as uint8: floats compared in f32, integers in int64 (f64 against the scalar)."""
+    a, b = ops
+    if inst.a.dtype.is_float:
+        at = f32(a, inst.a.dtype)
+        bt = f32(b, inst.b.dtype) if b is not None else torch.tensor(inst.scalar, dtype=torch.float32)
+    else:
+        at = i64(a, inst.a.dtype)
+        bt = i64(b, inst.b.dtype) if b is not None else torch.tensor(inst.scalar, dtype=torch.float64)
+        if b is None:
+            at = at.double()
+    return _COMPARE[inst.op](at, bt).expand(inst.out.shape).to(torch.uint8).contiguous().numpy()
+
+
+def select(inst: isa.Select, ops: Operands) -> np.ndarray:
+    """``cond != 0 ? a : b`` with broadcast; storage values are copied as they are."""
+    cond, a, b = ops
+    c = torch.from_numpy(np.ascontiguousarray(cond)) != 0
+    y = torch.where(c, torch.from_numpy(np.ascontiguousarray(a)), torch.from_numpy(np.ascontiguousarray(b)))
+    return y.expand(inst.out.shape).contiguous().numpy()
+
+
+def gather(inst: isa.Gather, ops: Operands) -> np.ndarray:
+    """Rows ``table[index - base]`` where the index falls in the table, else ``prev`` (or zeros)."""
+    table, index, prev = ops
+    n, c, _, d = inst.out.shape
+    rows = np.ascontiguousarray(table).reshape(-1, d)
+    idx = np.ascontiguousarray(index).reshape(-1).astype(np.int64) - inst.base
+    hit = (idx >= 0) & (idx < rows.shape[0])
+    y = np.array(prev, copy=True).reshape(-1, d) if prev is not None else np.zeros((n * c, d), rows.dtype)
+    y[hit] = rows[idx[hit]]
+    return y.reshape(inst.out.shape)
+
+
 #: opcode -> kernel (registration in one place)
 KERNELS: dict[str, KernelFn] = {
     "conv2d": conv2d, "matmul": matmul, "eltwise": eltwise, "activation": activation, "pool2d": pool2d,
     "lut": lut, "requant": requant, "cast": cast, "reduce": reduce, "softmax": softmax, "layernorm": layernorm,
+    "compare": compare, "select": select, "gather": gather,
 }

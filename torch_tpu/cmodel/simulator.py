@@ -22,6 +22,8 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import threading
+import weakref
 from typing import Mapping
 
 import numpy as np
@@ -29,6 +31,7 @@ import torch
 
 from torch_tpu.cmodel import isa
 from torch_tpu.cmodel.kernels import KernelSet, get_kernel_set
+from torch_tpu.cmodel.kernels_ref import KernelFn
 from torch_tpu.cmodel.memory import Memory
 from torch_tpu.cmodel.program import Program
 from torch_tpu.cmodel.timing import Profile, simulate_timing
@@ -64,6 +67,58 @@ def _to_torch(a: np.ndarray, dtype: isa.DType) -> torch.Tensor:
     return t.view(torch.bfloat16) if dtype == isa.DType.BF16 else t
 
 
+class _MemoryPool:
+    """Memories of finished runs, kept for the next run of the same size.
+
+    A fresh DDR is fresh pages: on the first touch the OS maps and zeroes them, which for a 100 MB DDR
+    costs more than all of resnet50's kernels, and the weights would be copied in again. A reused memory
+    is zeroed outside the weight region (so a run sees exactly what a fresh memory holds) and keeps its
+    weights when they come from the same Program object (the weight region is read-only to DMA, which
+    ``Program.validate`` enforces). At most ``size`` idle memories are kept; a run takes one for itself.
+    """
+
+    def __init__(self, size: int = 2):
+        self.size = size
+        self._idle: list[tuple[Memory, bool, weakref.ref | None, int]] = []  # memory, use_c, weights' owner, id
+        self._lock = threading.Lock()
+
+    def take(self, p: Program, target, use_c: bool) -> Memory:
+        entry = None
+        with self._lock:
+            for k, (mem, c, _, _) in enumerate(self._idle):
+                if mem.target == target and mem.ddr.size == p.ddr_bytes and c == use_c:
+                    entry = self._idle.pop(k)
+                    break
+        base = next((r.base for r in p.regions if r.name == p.weight_region), 0)
+        nw = len(p.weights)
+        if entry is None:
+            mem = Memory(target, p.ddr_bytes, use_c=use_c)
+        else:
+            mem, _, owner, weights_id = entry
+            mem.local.fill(0)
+            if owner is not None and owner() is p and weights_id == id(p.weights):
+                mem.ddr[:base].fill(0)
+                mem.ddr[base + nw:].fill(0)
+                return mem
+            mem.ddr.fill(0)
+        if nw:
+            mem.write_ddr(base, np.frombuffer(p.weights, dtype=np.uint8))
+        return mem
+
+    def give_back(self, mem: Memory, p: Program, use_c: bool) -> None:
+        try:
+            owner = weakref.ref(p)
+        except TypeError:
+            owner = None
+        with self._lock:
+            if len(self._idle) >= self.size:
+                self._idle.pop(0)
+            self._idle.append((mem, use_c, owner, id(p.weights)))
+
+
+_POOL = _MemoryPool()
+
+
 class Simulator:
     """Holds a validated program, its memories and the kernel set; :meth:`run` executes it once.
 
@@ -77,6 +132,7 @@ class Simulator:
         self.program = program
         self.target = program.get_target()
         self.kernels: KernelSet = get_kernel_set(kernels)
+        self._kernel_of: list[KernelFn | None] | None = None
 
     def run(self, inputs: Mapping[str, np.ndarray | torch.Tensor], debug: bool = False
             ) -> tuple[dict[str, torch.Tensor], dict[str, list[torch.Tensor]]]:
@@ -87,10 +143,7 @@ class Simulator:
         if missing or extra:
             raise ProgramError(f"program inputs: missing {missing}, unknown {extra} "
                                f"(expected {[t.name for t in p.inputs]})")
-        mem = Memory(self.target, p.ddr_bytes, use_c=self.kernels.use_c_memory)
-        if p.weights:
-            base = next(r.base for r in p.regions if r.name == p.weight_region)
-            mem.write_ddr(base, np.frombuffer(p.weights, dtype=np.uint8))
+        mem = _POOL.take(p, self.target, self.kernels.use_c_memory)
         for io in p.inputs:
             mem.write_ddr(io.addr, _to_storage(inputs[io.name], io, "input"))
         intermediates: dict[str, list[torch.Tensor]] = {}
@@ -100,7 +153,7 @@ class Simulator:
             for pr in p.probes:
                 probes.setdefault(pr.after, []).append(pr)
             self._read_probes(mem, probes.get(-1, ()))
-        for inst in p.instructions:
+        for inst, kernel in zip(p.instructions, self._kernels()):
             try:
                 if inst.ENGINE == "dma":
                     mem.dma(inst.src, inst.dst)
@@ -108,7 +161,7 @@ class Simulator:
                         self._read_probes(mem, probes[inst.id])
                     continue
                 ops = [mem.read_local(t) if t is not None else None for t in inst.inputs()]
-                result = self.kernels.kernel(inst)(inst, ops)
+                result = kernel(inst, ops)
                 mem.write_local(inst.out, result)
             except ValueError as e:
                 raise inst.fail("operands", str(e)) from None
@@ -117,7 +170,14 @@ class Simulator:
                 if inst.id in probes:
                     self._read_probes(mem, probes[inst.id])
         outputs = {io.name: _to_torch(mem.read_ddr(io.addr, io.shape, io.dtype), io.dtype) for io in p.outputs}
+        _POOL.give_back(mem, p, self.kernels.use_c_memory)
         return outputs, intermediates
+
+    def _kernels(self) -> list[KernelFn | None]:
+        """The kernel of every instruction in program order (None for DMA), looked up once per Simulator."""
+        if self._kernel_of is None:
+            self._kernel_of = [None if i.ENGINE == "dma" else self.kernels.kernel(i) for i in self.program.instructions]
+        return self._kernel_of
 
     def _read_probes(self, mem: Memory, probes) -> None:
         for pr in probes:

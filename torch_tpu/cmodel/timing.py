@@ -164,6 +164,8 @@ COSTS: dict[str, Callable[[isa.Instruction, Target], Cost]] = {
     "reduce": _elementwise_cost(lambda i: 1, over="x"),
     "softmax": _elementwise_cost(lambda i: 4, over="x"),
     "layernorm": _elementwise_cost(lambda i: 5, over="x"),
+    "compare": _elementwise_cost(lambda i: 1, src="a"), "select": _elementwise_cost(lambda i: 1, src="a"),
+    "gather": _elementwise_cost(lambda i: 1, src="out"),
 }
 assert set(COSTS) == set(isa.OPCODES), "every opcode needs a cost formula"
 

@@ -9,6 +9,8 @@ Steps:
    the precision's dtype once), each op goes to its rule (:mod:`torch_tpu.lowering.rules`), getitems pick
    an element of a rule's tuple.
 4. Outputs are cast back to the TOP dtype (f32), so the graph has f32 at its boundary.
+5. Float conv / linear + relu / relu6 / clip pairs are fused (:mod:`torch_tpu.lowering.fuse`): the
+   activation becomes the producer's ``act`` and the fused node takes the activation's stable name.
 
 Cast policy: inside the graph every float value is stored in the precision's dtype; a rule may produce
 or request f32 values, and a ``tpu.cast`` named ``<value>.cast_<dtype>`` is inserted where a consumer needs
@@ -27,6 +29,7 @@ from torch_tpu.graph.names import stable_name
 from torch_tpu.lowering.builder import GraphBuilder, fetch_attr
 from torch_tpu.lowering.const_fold import copy_graph_module, fold_constants
 from torch_tpu.lowering.context import make_ctx
+from torch_tpu.lowering.fuse import fuse_conv_activations
 from torch_tpu.lowering.registry import RuleTable
 from torch_tpu.targets import FLOAT_PRECISIONS, PRECISION_DTYPES, Target, get_target
 
@@ -86,7 +89,7 @@ def lower(gm_top: fx.GraphModule, target: Target | str, precision: str, *,
         return rule.fn(make_ctx(node, target, precision, dtype, b))
 
     out_node = walk_top(gm, b, lower_call)
-    return finish_tpu(b, out_node, target, precision)
+    return fuse_conv_activations(finish_tpu(b, out_node, target, precision)).graph_module
 
 
 def walk_top(gm: fx.GraphModule, b: GraphBuilder, lower_call: Callable[[fx.Node], Any], *,

@@ -94,11 +94,33 @@ void cm_from_f32(const float *src, size_t n, int dt, void *dst);
 void cm_to_i64(const void *src, int dt, size_t n, int64_t *dst);
 void cm_from_i64_sat(const int64_t *src, size_t n, int dt, void *dst);
 
-/* ---- GEMM (gemm.c): C[M,N] += A[M,K] . B[K,N], all row-major and dense ----------------------- */
+/* ---- GEMM (gemm.c) --------------------------------------------------------------------------------
+ * out[i, j] = act(sum_k A[i, k] B[k, j] + bias) rounded once to od; A row-major M x K (f32, or int8 for
+ * cm_igemm); B row-major K x N with row stride ldb, or, with conv set, the implicit im2col of one conv input
+ * group (cig x H x W): row k = (c, ki, kj), column p = (oh, ow). Output rows have stride ldo elements.
+ * Bias (f32 / int32) per row (bias_rows) or per column; act is an ACT_* code of kernels.h. Both return 0,
+ * or -1 when out of memory. Threaded over M/N tiles (threads.h); results do not depend on the split. */
 
-void cm_sgemm(const float *A, const float *B, float *C, size_t M, size_t N, size_t K);
-/* int8 GEMM, int32 accumulation; returns 0, or -1 when out of memory */
-int cm_igemm_s8(const int8_t *A, const int8_t *B, int32_t *C, size_t M, size_t N, size_t K);
+typedef struct { int64_t H, W, kh, kw, sh, sw, pt, pl, dh, dw, Wo; } CmConvGeom;
+
+typedef struct {
+    const void *a;
+    const void *b;
+    size_t ldb;
+    const CmConvGeom *conv;
+    size_t M, N, K;
+    const void *bias;
+    int bias_rows;
+    int act;
+    float lo, hi;
+    void *out;
+    int od;
+    size_t ldo;
+} CmGemm;
+
+int cm_sgemm(const CmGemm *g);
+int cm_igemm(const CmGemm *g);
+int cm_simd_level(void); /* 0 generic, 1 avx2, 2 avx512 */
 const char *cm_simd_name(void);
 
 #endif

@@ -1,17 +1,33 @@
-/* Blocked GEMM micro-kernels: f32 (FMA) and int8 x int8 -> int32.
+/* Packed, blocked, threaded GEMM: f32 (FMA) and int8 x int8 -> int32, with a fused epilogue.
  *
- * C[M,N] += A[M,K] . B[K,N], row-major (tiles: f32 4x16 AVX2 / 6x32 AVX-512, int8 4x16 / 4x32). The K loop of every output element runs in order
- * k = 0..K-1 (the accumulator is loaded from C and stored back after each K block), so blocking
- * does not reorder the sum. The SIMD level is chosen once at run time with __builtin_cpu_supports
- * (AVX-512F, AVX2+FMA, or portable C) and can be forced with cm_set_simd (tests run every level
- * the CPU has).
+ * out[i, j] = act(sum_k A[i, k] B[k, j] + bias) rounded once to the output dtype, A row-major M x K,
+ * B either a dense row-major K x N matrix or the implicit im2col of one convolution input (rows
+ * k = (c, ki, kj), columns p = (oh, ow)), never materialised.
+ *
+ * Blocking (BLIS style): B is packed once into NR-column strips per K block of KC; the output is cut into
+ * tasks of mc x nc; a task walks K in blocks, packs its A block (MR-row strips) and runs an MR x NR
+ * micro-kernel over the strips
+ * (AVX2 + FMA 6x16, AVX-512 6x32, portable C 6x16; int8: pairs of k as int16 through vpmaddwd). Every
+ * output element is summed in the order k = 0..K-1 (the accumulator is carried between K blocks), and the
+ * arithmetic per element does not depend on where its tile lies, so the split into tasks (and the
+ * number of threads running them, threads.h) never changes a result. The SIMD level is chosen once at
+ * run time with __builtin_cpu_supports and can be forced with cm_set_simd (tests run every level the
+ * CPU has).
  */
 #include <stdlib.h>
 #include "common.h"
+#include "kernels.h"
+#include "threads.h"
 
 #if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
 #define CM_X86 1
 #include <immintrin.h>
+#endif
+
+#if defined(_MSC_VER)
+#define CM_TLS __declspec(thread)
+#else
+#define CM_TLS __thread
 #endif
 
 enum { SIMD_GENERIC = 0, SIMD_AVX2 = 1, SIMD_AVX512 = 2 };
@@ -26,7 +42,7 @@ static int simd_detect(void) {
     return SIMD_GENERIC;
 }
 
-static int simd_level(void) {
+int cm_simd_level(void) {
     if (g_simd < 0) g_simd = simd_detect();
     return g_simd;
 }
@@ -40,271 +56,510 @@ int cm_set_simd(int level) {
 
 const char *cm_simd_name(void) {
     static const char *names[] = {"generic", "avx2", "avx512"};
-    return names[simd_level()];
+    return names[cm_simd_level()];
 }
 
-#define KC 256
-#define NC 256
+#define MR 6
+#define MC 144       /* rows of A per task: 24 strips; a 144 x 256 f32 block (144 KiB) stays in L2 */
+#define KC 256       /* f32 K block: a 256 x 16 B strip (16 KiB) stays in L1 */
+#define KC2 256      /* int8 K block in pairs of k */
+#define NC_MAX 1024  /* columns per task */
+#define NR_MAX 32
 
-/* ---- portable ------------------------------------------------------------------------------ */
+/* ---- per-thread scratch (grown on demand, kept for the thread's life) ---------------------------- */
 
-static void sgemm_generic(const float *A, const float *B, float *C, size_t M, size_t N, size_t K) {
-    for (size_t i = 0; i < M; i++)
-        for (size_t k = 0; k < K; k++) {
-            float a = A[i * K + k];
-            const float *b = B + k * N;
-            float *c = C + i * N;
-            for (size_t j = 0; j < N; j++) c[j] += a * b[j];
+static CM_TLS void *t_buf[4];
+static CM_TLS size_t t_cap[4];
+
+static void *scratch(int which, size_t bytes) {
+    if (t_cap[which] < bytes) {
+        free(t_buf[which]);
+        t_buf[which] = malloc(bytes + 64);
+        t_cap[which] = t_buf[which] ? bytes : 0;
+    }
+    return t_buf[which];
+}
+
+enum { BUF_A = 0, BUF_B = 1, BUF_C = 2, BUF_ROW = 3 };
+
+/* ---- B rows: dense, or one row of the implicit im2col ------------------------------------------- */
+
+/* columns [j0, j0 + n) of im2col row k of a conv input x (cig x H x W), element size es, into dst */
+static void conv_row(const CmConvGeom *g, const char *x, size_t es, size_t k, size_t j0, size_t n, char *dst) {
+    i64 khw = g->kh * g->kw, ci = (i64)k / khw, rem = (i64)k % khw, ki = rem / g->kw, kj = rem % g->kw;
+    i64 off = kj * g->dw - g->pl, sw = g->sw, Wo = g->Wo, W = g->W;
+    /* valid ow: 0 <= ow * sw + off < W */
+    i64 lo = off >= 0 ? 0 : (-off + sw - 1) / sw;
+    i64 hi = W - off <= 0 ? 0 : (W - off + sw - 1) / sw;
+    if (hi > Wo) hi = Wo;
+    if (lo > hi) lo = hi;
+    const char *xc = x + (size_t)(ci * g->H * W) * es;
+    i64 oh = (i64)j0 / Wo, ow = (i64)j0 % Wo;
+    size_t done = 0;
+    while (done < n) {
+        i64 seg = Wo - ow < (i64)(n - done) ? Wo - ow : (i64)(n - done);
+        i64 ih = oh * g->sh - g->pt + ki * g->dh;
+        char *d = dst + done * es;
+        if (ih < 0 || ih >= g->H) {
+            memset(d, 0, (size_t)seg * es);
+        } else {
+            i64 e = ow + seg, a = lo < ow ? ow : lo > e ? e : lo, b = hi < a ? a : hi > e ? e : hi;
+            memset(d, 0, (size_t)(a - ow) * es);
+            const char *src = xc + (size_t)(ih * W + off) * es;
+            if (sw == 1) {
+                memcpy(d + (size_t)(a - ow) * es, src + (size_t)a * es, (size_t)(b - a) * es);
+            } else if (es == 4) {
+                float *df = (float *)d - ow;
+                const float *sf = (const float *)src;
+                for (i64 q = a; q < b; q++) df[q] = sf[q * sw];
+            } else {
+                int8_t *di = (int8_t *)d - ow;
+                const int8_t *si = (const int8_t *)src;
+                for (i64 q = a; q < b; q++) di[q] = si[q * sw];
+            }
+            memset(d + (size_t)(b - ow) * es, 0, (size_t)(ow + seg - b) * es);
+        }
+        done += (size_t)seg;
+        oh++;
+        ow = 0;
+    }
+}
+
+/* row k, columns [j0, j0 + n) of B as a pointer (dense: into B itself; conv: filled into tmp) */
+static const char *b_row(const CmGemm *g, size_t es, size_t k, size_t j0, size_t n, char *tmp) {
+    if (!g->conv) return (const char *)g->b + (k * g->ldb + j0) * es;
+    conv_row(g->conv, (const char *)g->b, es, k, j0, n, tmp);
+    return tmp;
+}
+
+/* ---- f32: packing ------------------------------------------------------------------------------ */
+
+/* A rows [i0, i0 + mc) x k [k0, k0 + kc) into MR-row strips: Ap[s][k][r], rows past M zero */
+static void pack_a_f32(const CmGemm *g, size_t i0, size_t mc, size_t k0, size_t kc, float *Ap) {
+    const float *A = (const float *)g->a;
+    for (size_t s = 0; s < mc; s += MR, Ap += kc * MR)
+        for (size_t r = 0; r < MR; r++) {
+            if (s + r < mc) {
+                const float *row = A + (i0 + s + r) * g->K + k0;
+                for (size_t k = 0; k < kc; k++) Ap[k * MR + r] = row[k];
+            } else {
+                for (size_t k = 0; k < kc; k++) Ap[k * MR + r] = 0.f;
+            }
         }
 }
 
-static void igemm_generic(const int8_t *A, const int8_t *B, int32_t *C, size_t M, size_t N, size_t K) {
-    for (size_t i = 0; i < M; i++)
-        for (size_t k = 0; k < K; k++) {
-            int32_t a = A[i * K + k];
-            const int8_t *b = B + k * N;
-            int32_t *c = C + i * N;
-            for (size_t j = 0; j < N; j++) c[j] += a * (int32_t)b[j];
+/* B k [k0, k0 + kc) x columns [j0, j0 + nc) into NR-column strips: Bp[t][k][c], columns past nc zero */
+static void pack_b_f32(const CmGemm *g, size_t k0, size_t kc, size_t j0, size_t nc, size_t nr, float *Bp,
+                       float *tmp) {
+    size_t strips = (nc + nr - 1) / nr;
+    for (size_t k = 0; k < kc; k++) {
+        const float *row = (const float *)b_row(g, 4, k0 + k, j0, nc, (char *)tmp);
+        for (size_t t = 0; t < strips; t++) {
+            float *d = Bp + (t * kc + k) * nr;
+            size_t w = nc - t * nr < nr ? nc - t * nr : nr;
+            memcpy(d, row + t * nr, w * 4);
+            for (size_t c = w; c < nr; c++) d[c] = 0.f;
         }
+    }
 }
 
-/* edge tile of any size, same k order as the vector tiles */
-static void sgemm_edge(const float *A, const float *B, float *C, size_t N, size_t K, size_t i0, size_t i1,
-                       size_t j0, size_t j1, size_t k0, size_t k1) {
-    for (size_t i = i0; i < i1; i++)
-        for (size_t j = j0; j < j1; j++) {
-            float acc = C[i * N + j];
-            for (size_t k = k0; k < k1; k++) acc += A[i * K + k] * B[k * N + j];
-            C[i * N + j] = acc;
+/* ---- f32 micro-kernels: C[MR x nr] (ldc) = (acc ? C : 0) + Ap . Bp over kc --------------------------- */
+
+typedef void (*ukr_f32)(size_t kc, const float *Ap, const float *Bp, float *C, size_t ldc, int acc);
+
+static void ukr_f32_generic(size_t kc, const float *Ap, const float *Bp, float *C, size_t ldc, int acc) {
+    float c[MR][16];
+    for (int r = 0; r < MR; r++)
+        for (int j = 0; j < 16; j++) c[r][j] = acc ? C[r * ldc + j] : 0.f;
+    for (size_t k = 0; k < kc; k++, Ap += MR, Bp += 16)
+        for (int r = 0; r < MR; r++)
+            for (int j = 0; j < 16; j++) c[r][j] += Ap[r] * Bp[j];
+    for (int r = 0; r < MR; r++)
+        for (int j = 0; j < 16; j++) C[r * ldc + j] = c[r][j];
+}
+
+#ifdef CM_X86
+__attribute__((target("avx2,fma")))
+static void ukr_f32_avx2(size_t kc, const float *Ap, const float *Bp, float *C, size_t ldc, int acc) {
+    __m256 c00, c01, c10, c11, c20, c21, c30, c31, c40, c41, c50, c51;
+    if (acc) {
+        c00 = _mm256_loadu_ps(C); c01 = _mm256_loadu_ps(C + 8);
+        c10 = _mm256_loadu_ps(C + ldc); c11 = _mm256_loadu_ps(C + ldc + 8);
+        c20 = _mm256_loadu_ps(C + 2 * ldc); c21 = _mm256_loadu_ps(C + 2 * ldc + 8);
+        c30 = _mm256_loadu_ps(C + 3 * ldc); c31 = _mm256_loadu_ps(C + 3 * ldc + 8);
+        c40 = _mm256_loadu_ps(C + 4 * ldc); c41 = _mm256_loadu_ps(C + 4 * ldc + 8);
+        c50 = _mm256_loadu_ps(C + 5 * ldc); c51 = _mm256_loadu_ps(C + 5 * ldc + 8);
+    } else {
+        c00 = c01 = c10 = c11 = c20 = c21 = c30 = c31 = c40 = c41 = c50 = c51 = _mm256_setzero_ps();
+    }
+    for (size_t k = 0; k < kc; k++, Ap += MR, Bp += 16) {
+        __m256 b0 = _mm256_load_ps(Bp), b1 = _mm256_load_ps(Bp + 8), a;
+        a = _mm256_broadcast_ss(Ap); c00 = _mm256_fmadd_ps(a, b0, c00); c01 = _mm256_fmadd_ps(a, b1, c01);
+        a = _mm256_broadcast_ss(Ap + 1); c10 = _mm256_fmadd_ps(a, b0, c10); c11 = _mm256_fmadd_ps(a, b1, c11);
+        a = _mm256_broadcast_ss(Ap + 2); c20 = _mm256_fmadd_ps(a, b0, c20); c21 = _mm256_fmadd_ps(a, b1, c21);
+        a = _mm256_broadcast_ss(Ap + 3); c30 = _mm256_fmadd_ps(a, b0, c30); c31 = _mm256_fmadd_ps(a, b1, c31);
+        a = _mm256_broadcast_ss(Ap + 4); c40 = _mm256_fmadd_ps(a, b0, c40); c41 = _mm256_fmadd_ps(a, b1, c41);
+        a = _mm256_broadcast_ss(Ap + 5); c50 = _mm256_fmadd_ps(a, b0, c50); c51 = _mm256_fmadd_ps(a, b1, c51);
+    }
+    _mm256_storeu_ps(C, c00); _mm256_storeu_ps(C + 8, c01);
+    _mm256_storeu_ps(C + ldc, c10); _mm256_storeu_ps(C + ldc + 8, c11);
+    _mm256_storeu_ps(C + 2 * ldc, c20); _mm256_storeu_ps(C + 2 * ldc + 8, c21);
+    _mm256_storeu_ps(C + 3 * ldc, c30); _mm256_storeu_ps(C + 3 * ldc + 8, c31);
+    _mm256_storeu_ps(C + 4 * ldc, c40); _mm256_storeu_ps(C + 4 * ldc + 8, c41);
+    _mm256_storeu_ps(C + 5 * ldc, c50); _mm256_storeu_ps(C + 5 * ldc + 8, c51);
+}
+
+__attribute__((target("avx512f")))
+static void ukr_f32_avx512(size_t kc, const float *Ap, const float *Bp, float *C, size_t ldc, int acc) {
+    __m512 c[MR][2];
+    for (int r = 0; r < MR; r++) {
+        c[r][0] = acc ? _mm512_loadu_ps(C + r * ldc) : _mm512_setzero_ps();
+        c[r][1] = acc ? _mm512_loadu_ps(C + r * ldc + 16) : _mm512_setzero_ps();
+    }
+    for (size_t k = 0; k < kc; k++, Ap += MR, Bp += 32) {
+        __m512 b0 = _mm512_load_ps(Bp), b1 = _mm512_load_ps(Bp + 16);
+        for (int r = 0; r < MR; r++) {
+            __m512 a = _mm512_set1_ps(Ap[r]);
+            c[r][0] = _mm512_fmadd_ps(a, b0, c[r][0]);
+            c[r][1] = _mm512_fmadd_ps(a, b1, c[r][1]);
+        }
+    }
+    for (int r = 0; r < MR; r++) {
+        _mm512_storeu_ps(C + r * ldc, c[r][0]);
+        _mm512_storeu_ps(C + r * ldc + 16, c[r][1]);
+    }
+}
+#endif
+
+/* ---- int8: packing (pairs of k as int16) and micro-kernels ------------------------------------------ */
+
+/* Ap[s][p][r]: one int32 word per row holding (a[2p], a[2p+1]) as int16, zero past K and past mc */
+static void pack_a_i8(const CmGemm *g, size_t i0, size_t mc, size_t p0, size_t kc2, int32_t *Ap) {
+    const int8_t *A = (const int8_t *)g->a;
+    for (size_t s = 0; s < mc; s += MR, Ap += kc2 * MR)
+        for (size_t r = 0; r < MR; r++) {
+            const int8_t *row = s + r < mc ? A + (i0 + s + r) * g->K : NULL;
+            for (size_t p = 0; p < kc2; p++) {
+                size_t k = 2 * (p0 + p);
+                int32_t lo = row && k < g->K ? row[k] : 0, hi = row && k + 1 < g->K ? row[k + 1] : 0;
+                Ap[p * MR + r] = (int32_t)((uint32_t)(uint16_t)(int16_t)lo | ((uint32_t)(uint16_t)(int16_t)hi << 16));
+            }
         }
 }
 
 #ifdef CM_X86
-/* ---- AVX2 + FMA: 6x16 f32 tile, 4x16 int8 tile (int16 pairs through vpmaddwd) ---------------- */
-
-__attribute__((target("avx2,fma")))
-static void sgemm_avx2(const float *A, const float *B, float *C, size_t M, size_t N, size_t K) {
-    for (size_t k0 = 0; k0 < K; k0 += KC) {
-        size_t k1 = k0 + KC < K ? k0 + KC : K;
-        for (size_t j0 = 0; j0 < N; j0 += NC) {
-            size_t j1 = j0 + NC < N ? j0 + NC : N, jv = j0 + (j1 - j0) / 16 * 16;
-            size_t i = 0;
-            for (; i + 4 <= M; i += 4) {
-                for (size_t j = j0; j < jv; j += 16) {
-                    __m256 c[4][2];
-                    for (int r = 0; r < 4; r++) {
-                        c[r][0] = _mm256_loadu_ps(C + (i + r) * N + j);
-                        c[r][1] = _mm256_loadu_ps(C + (i + r) * N + j + 8);
-                    }
-                    for (size_t k = k0; k < k1; k++) {
-                        __m256 b0 = _mm256_loadu_ps(B + k * N + j), b1 = _mm256_loadu_ps(B + k * N + j + 8);
-                        for (int r = 0; r < 4; r++) {
-                            __m256 a = _mm256_broadcast_ss(A + (i + r) * K + k);
-                            c[r][0] = _mm256_fmadd_ps(a, b0, c[r][0]);
-                            c[r][1] = _mm256_fmadd_ps(a, b1, c[r][1]);
-                        }
-                    }
-                    for (int r = 0; r < 4; r++) {
-                        _mm256_storeu_ps(C + (i + r) * N + j, c[r][0]);
-                        _mm256_storeu_ps(C + (i + r) * N + j + 8, c[r][1]);
-                    }
-                }
-                sgemm_edge(A, B, C, N, K, i, i + 4, jv, j1, k0, k1);
-            }
-            for (; i < M; i++) {
-                for (size_t j = j0; j < jv; j += 16) {
-                    __m256 c0 = _mm256_loadu_ps(C + i * N + j), c1 = _mm256_loadu_ps(C + i * N + j + 8);
-                    for (size_t k = k0; k < k1; k++) {
-                        __m256 a = _mm256_broadcast_ss(A + i * K + k);
-                        c0 = _mm256_fmadd_ps(a, _mm256_loadu_ps(B + k * N + j), c0);
-                        c1 = _mm256_fmadd_ps(a, _mm256_loadu_ps(B + k * N + j + 8), c1);
-                    }
-                    _mm256_storeu_ps(C + i * N + j, c0);
-                    _mm256_storeu_ps(C + i * N + j + 8, c1);
-                }
-                sgemm_edge(A, B, C, N, K, i, i + 1, jv, j1, k0, k1);
-            }
-        }
-    }
-}
-
-/* Ap: M x K2 int32 words holding (a[2p], a[2p+1]); Bp: K2 x N x 2 int16 (b[2p][j], b[2p+1][j]).
- * Columns in blocks of NCI so a block of Bp stays in L2 while 4-row x 16-column tiles run over it. */
-#define NCI 128
-
-static void igemm_edge(const int32_t *Ap, const int16_t *Bp, int32_t *C, size_t N, size_t K2, size_t i0, size_t i1,
-                       size_t j0, size_t j1) {
-    for (size_t i = i0; i < i1; i++)
-        for (size_t j = j0; j < j1; j++) {
-            int32_t acc = C[i * N + j];
-            for (size_t p = 0; p < K2; p++) {
-                int32_t a = Ap[i * K2 + p];
-                acc += (int16_t)(a & 0xffff) * Bp[(p * N + j) * 2] + (int16_t)(a >> 16) * Bp[(p * N + j) * 2 + 1];
-            }
-            C[i * N + j] = acc;
-        }
-}
-
+/* d[2c] = a[c], d[2c + 1] = b[c] as int16, c < 16 */
 __attribute__((target("avx2")))
-static void igemm_avx2(const int32_t *Ap, const int16_t *Bp, int32_t *C, size_t M, size_t N, size_t K2) {
-    for (size_t j0 = 0; j0 < N; j0 += NCI) {
-        size_t j1 = j0 + NCI < N ? j0 + NCI : N, jv = j0 + (j1 - j0) / 16 * 16;
-        size_t i = 0;
-        for (; i + 4 <= M; i += 4) {
-            for (size_t j = j0; j < jv; j += 16) {
-                __m256i c[4][2];
-                for (int r = 0; r < 4; r++) {
-                    c[r][0] = _mm256_loadu_si256((const __m256i *)(C + (i + r) * N + j));
-                    c[r][1] = _mm256_loadu_si256((const __m256i *)(C + (i + r) * N + j + 8));
-                }
-                for (size_t p = 0; p < K2; p++) {
-                    __m256i b0 = _mm256_loadu_si256((const __m256i *)(Bp + (p * N + j) * 2));
-                    __m256i b1 = _mm256_loadu_si256((const __m256i *)(Bp + (p * N + j) * 2 + 16));
-                    for (int r = 0; r < 4; r++) {
-                        __m256i a = _mm256_set1_epi32(Ap[(i + r) * K2 + p]);
-                        c[r][0] = _mm256_add_epi32(c[r][0], _mm256_madd_epi16(b0, a));
-                        c[r][1] = _mm256_add_epi32(c[r][1], _mm256_madd_epi16(b1, a));
-                    }
-                }
-                for (int r = 0; r < 4; r++) {
-                    _mm256_storeu_si256((__m256i *)(C + (i + r) * N + j), c[r][0]);
-                    _mm256_storeu_si256((__m256i *)(C + (i + r) * N + j + 8), c[r][1]);
-                }
-            }
-            igemm_edge(Ap, Bp, C, N, K2, i, i + 4, jv, j1);
+static void interleave16_avx2(const int8_t *a, const int8_t *b, int16_t *d) {
+    __m256i x = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)a));
+    __m256i y = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)b));
+    __m256i lo = _mm256_unpacklo_epi16(x, y), hi = _mm256_unpackhi_epi16(x, y); /* per 128-bit half */
+    _mm256_storeu_si256((__m256i *)d, _mm256_permute2x128_si256(lo, hi, 0x20));
+    _mm256_storeu_si256((__m256i *)(d + 16), _mm256_permute2x128_si256(lo, hi, 0x31));
+}
+#endif
+
+/* Bp[t][p][c][2] = (b[2p][c], b[2p+1][c]) as int16, zero past K and past nc */
+static void pack_b_i8(const CmGemm *g, size_t p0, size_t kc2, size_t j0, size_t nc, size_t nr, int16_t *Bp,
+                      int8_t *tmp) {
+    size_t strips = (nc + nr - 1) / nr;
+    int8_t *t0 = tmp, *t1 = tmp + nc + 64;
+    for (size_t p = 0; p < kc2; p++) {
+        size_t k = 2 * (p0 + p);
+        const int8_t *r0 = (const int8_t *)b_row(g, 1, k, j0, nc, (char *)t0);
+        const int8_t *r1 = NULL;
+        if (k + 1 < g->K) r1 = (const int8_t *)b_row(g, 1, k + 1, j0, nc, (char *)t1);
+        if (!r1) { /* K odd: the last pair's second row is zero */
+            memset(t1, 0, nc);
+            r1 = t1;
         }
-        for (; i < M; i++) {
-            for (size_t j = j0; j < jv; j += 16) {
-                __m256i c0 = _mm256_loadu_si256((const __m256i *)(C + i * N + j));
-                __m256i c1 = _mm256_loadu_si256((const __m256i *)(C + i * N + j + 8));
-                for (size_t p = 0; p < K2; p++) {
-                    __m256i a = _mm256_set1_epi32(Ap[i * K2 + p]);
-                    c0 = _mm256_add_epi32(c0, _mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)(Bp + (p * N + j) * 2)), a));
-                    c1 = _mm256_add_epi32(c1, _mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)(Bp + (p * N + j) * 2 + 16)), a));
-                }
-                _mm256_storeu_si256((__m256i *)(C + i * N + j), c0);
-                _mm256_storeu_si256((__m256i *)(C + i * N + j + 8), c1);
-            }
-            igemm_edge(Ap, Bp, C, N, K2, i, i + 1, jv, j1);
+        for (size_t t = 0; t < strips; t++) {
+            int16_t *d = Bp + ((t * kc2 + p) * nr) * 2;
+            size_t w = nc - t * nr < nr ? nc - t * nr : nr, c = 0;
+            const int8_t *a = r0 + t * nr, *b = r1 + t * nr;
+#ifdef CM_X86
+            if (cm_simd_level() > 0)
+                for (; c + 16 <= w; c += 16) interleave16_avx2(a + c, b + c, d + 2 * c);
+#endif
+            for (; c < w; c++) { d[2 * c] = a[c]; d[2 * c + 1] = b[c]; }
+            for (; c < nr; c++) d[2 * c] = d[2 * c + 1] = 0;
         }
     }
 }
 
-/* ---- AVX-512: 6x32 f32 tile, 16-column int8 tile --------------------------------------------- */
+typedef void (*ukr_i8)(size_t kc2, const int32_t *Ap, const int16_t *Bp, int32_t *C, size_t ldc, int acc);
 
-__attribute__((target("avx512f")))
-static void sgemm_avx512(const float *A, const float *B, float *C, size_t M, size_t N, size_t K) {
-    for (size_t k0 = 0; k0 < K; k0 += KC) {
-        size_t k1 = k0 + KC < K ? k0 + KC : K;
-        for (size_t j0 = 0; j0 < N; j0 += NC) {
-            size_t j1 = j0 + NC < N ? j0 + NC : N, jv = j0 + (j1 - j0) / 32 * 32;
-            size_t i = 0;
-            for (; i + 6 <= M; i += 6) {
-                for (size_t j = j0; j < jv; j += 32) {
-                    __m512 c[6][2];
-                    for (int r = 0; r < 6; r++) {
-                        c[r][0] = _mm512_loadu_ps(C + (i + r) * N + j);
-                        c[r][1] = _mm512_loadu_ps(C + (i + r) * N + j + 16);
-                    }
-                    for (size_t k = k0; k < k1; k++) {
-                        __m512 b0 = _mm512_loadu_ps(B + k * N + j), b1 = _mm512_loadu_ps(B + k * N + j + 16);
-                        for (int r = 0; r < 6; r++) {
-                            __m512 a = _mm512_set1_ps(A[(i + r) * K + k]);
-                            c[r][0] = _mm512_fmadd_ps(a, b0, c[r][0]);
-                            c[r][1] = _mm512_fmadd_ps(a, b1, c[r][1]);
-                        }
-                    }
-                    for (int r = 0; r < 6; r++) {
-                        _mm512_storeu_ps(C + (i + r) * N + j, c[r][0]);
-                        _mm512_storeu_ps(C + (i + r) * N + j + 16, c[r][1]);
-                    }
-                }
-                sgemm_edge(A, B, C, N, K, i, i + 6, jv, j1, k0, k1);
-            }
-            for (; i < M; i++) {
-                for (size_t j = j0; j < jv; j += 32) {
-                    __m512 c0 = _mm512_loadu_ps(C + i * N + j), c1 = _mm512_loadu_ps(C + i * N + j + 16);
-                    for (size_t k = k0; k < k1; k++) {
-                        __m512 a = _mm512_set1_ps(A[i * K + k]);
-                        c0 = _mm512_fmadd_ps(a, _mm512_loadu_ps(B + k * N + j), c0);
-                        c1 = _mm512_fmadd_ps(a, _mm512_loadu_ps(B + k * N + j + 16), c1);
-                    }
-                    _mm512_storeu_ps(C + i * N + j, c0);
-                    _mm512_storeu_ps(C + i * N + j + 16, c1);
-                }
-                sgemm_edge(A, B, C, N, K, i, i + 1, jv, j1, k0, k1);
-            }
+static void ukr_i8_generic(size_t kc2, const int32_t *Ap, const int16_t *Bp, int32_t *C, size_t ldc, int acc) {
+    uint32_t c[MR][16]; /* unsigned: int32 wrap-around without undefined behaviour, as the SIMD kernels */
+    for (int r = 0; r < MR; r++)
+        for (int j = 0; j < 16; j++) c[r][j] = acc ? (uint32_t)C[r * ldc + j] : 0u;
+    for (size_t p = 0; p < kc2; p++, Ap += MR, Bp += 32)
+        for (int r = 0; r < MR; r++) {
+            int32_t lo = (int16_t)(Ap[r] & 0xffff), hi = (int16_t)((uint32_t)Ap[r] >> 16);
+            for (int j = 0; j < 16; j++) c[r][j] += (uint32_t)(lo * Bp[2 * j] + hi * Bp[2 * j + 1]);
         }
+    for (int r = 0; r < MR; r++)
+        for (int j = 0; j < 16; j++) C[r * ldc + j] = (int32_t)c[r][j];
+}
+
+#ifdef CM_X86
+__attribute__((target("avx2")))
+static void ukr_i8_avx2(size_t kc2, const int32_t *Ap, const int16_t *Bp, int32_t *C, size_t ldc, int acc) {
+    __m256i c[MR][2];
+    for (int r = 0; r < MR; r++) {
+        c[r][0] = acc ? _mm256_loadu_si256((const __m256i *)(C + r * ldc)) : _mm256_setzero_si256();
+        c[r][1] = acc ? _mm256_loadu_si256((const __m256i *)(C + r * ldc + 8)) : _mm256_setzero_si256();
+    }
+    for (size_t p = 0; p < kc2; p++, Ap += MR, Bp += 32) {
+        __m256i b0 = _mm256_load_si256((const __m256i *)Bp), b1 = _mm256_load_si256((const __m256i *)(Bp + 16));
+        for (int r = 0; r < MR; r++) {
+            __m256i a = _mm256_set1_epi32(Ap[r]);
+            c[r][0] = _mm256_add_epi32(c[r][0], _mm256_madd_epi16(b0, a));
+            c[r][1] = _mm256_add_epi32(c[r][1], _mm256_madd_epi16(b1, a));
+        }
+    }
+    for (int r = 0; r < MR; r++) {
+        _mm256_storeu_si256((__m256i *)(C + r * ldc), c[r][0]);
+        _mm256_storeu_si256((__m256i *)(C + r * ldc + 8), c[r][1]);
     }
 }
 
 __attribute__((target("avx512f,avx512bw")))
-static void igemm_avx512(const int32_t *Ap, const int16_t *Bp, int32_t *C, size_t M, size_t N, size_t K2) {
-    for (size_t j0 = 0; j0 < N; j0 += NCI) {
-        size_t j1 = j0 + NCI < N ? j0 + NCI : N, jv = j0 + (j1 - j0) / 32 * 32;
-        size_t i = 0;
-        for (; i + 4 <= M; i += 4) {
-            for (size_t j = j0; j < jv; j += 32) {
-                __m512i c[4][2];
-                for (int r = 0; r < 4; r++) {
-                    c[r][0] = _mm512_loadu_si512((const void *)(C + (i + r) * N + j));
-                    c[r][1] = _mm512_loadu_si512((const void *)(C + (i + r) * N + j + 16));
-                }
-                for (size_t p = 0; p < K2; p++) {
-                    __m512i b0 = _mm512_loadu_si512((const void *)(Bp + (p * N + j) * 2));
-                    __m512i b1 = _mm512_loadu_si512((const void *)(Bp + (p * N + j) * 2 + 32));
-                    for (int r = 0; r < 4; r++) {
-                        __m512i a = _mm512_set1_epi32(Ap[(i + r) * K2 + p]);
-                        c[r][0] = _mm512_add_epi32(c[r][0], _mm512_madd_epi16(b0, a));
-                        c[r][1] = _mm512_add_epi32(c[r][1], _mm512_madd_epi16(b1, a));
-                    }
-                }
-                for (int r = 0; r < 4; r++) {
-                    _mm512_storeu_si512((void *)(C + (i + r) * N + j), c[r][0]);
-                    _mm512_storeu_si512((void *)(C + (i + r) * N + j + 16), c[r][1]);
-                }
-            }
-            igemm_edge(Ap, Bp, C, N, K2, i, i + 4, jv, j1);
+static void ukr_i8_avx512(size_t kc2, const int32_t *Ap, const int16_t *Bp, int32_t *C, size_t ldc, int acc) {
+    __m512i c[MR][2];
+    for (int r = 0; r < MR; r++) {
+        c[r][0] = acc ? _mm512_loadu_si512((const void *)(C + r * ldc)) : _mm512_setzero_si512();
+        c[r][1] = acc ? _mm512_loadu_si512((const void *)(C + r * ldc + 16)) : _mm512_setzero_si512();
+    }
+    for (size_t p = 0; p < kc2; p++, Ap += MR, Bp += 64) {
+        __m512i b0 = _mm512_load_si512((const void *)Bp), b1 = _mm512_load_si512((const void *)(Bp + 32));
+        for (int r = 0; r < MR; r++) {
+            __m512i a = _mm512_set1_epi32(Ap[r]);
+            c[r][0] = _mm512_add_epi32(c[r][0], _mm512_madd_epi16(b0, a));
+            c[r][1] = _mm512_add_epi32(c[r][1], _mm512_madd_epi16(b1, a));
         }
-        igemm_edge(Ap, Bp, C, N, K2, i, M, j0, j1);
+    }
+    for (int r = 0; r < MR; r++) {
+        _mm512_storeu_si512((void *)(C + r * ldc), c[r][0]);
+        _mm512_storeu_si512((void *)(C + r * ldc + 16), c[r][1]);
     }
 }
 #endif
 
-void cm_sgemm(const float *A, const float *B, float *C, size_t M, size_t N, size_t K) {
-#ifdef CM_X86
-    int level = simd_level();
-    if (level == SIMD_AVX512) { sgemm_avx512(A, B, C, M, N, K); return; }
-    if (level == SIMD_AVX2) { sgemm_avx2(A, B, C, M, N, K); return; }
-#endif
-    sgemm_generic(A, B, C, M, N, K);
+/* ---- epilogue: bias, activation, one rounding into the output ---------------------------------------- */
+
+/* v = act(v + bias) over one row segment: one plain loop per case, so each vectorises */
+static void bias_act_f32(float *v, size_t n, const float *cb, const float *rb, int act, float lo, float hi) {
+    if (cb) for (size_t j = 0; j < n; j++) v[j] += cb[j];
+    else if (rb) { float b = *rb; for (size_t j = 0; j < n; j++) v[j] += b; }
+    switch (act) {
+    case ACT_RELU: for (size_t j = 0; j < n; j++) v[j] = v[j] > 0.f ? v[j] : 0.f; break;
+    case ACT_RELU6: for (size_t j = 0; j < n; j++) v[j] = v[j] < 0.f ? 0.f : v[j] > 6.f ? 6.f : v[j]; break;
+    case ACT_CLIP: for (size_t j = 0; j < n; j++) v[j] = v[j] < lo ? lo : v[j] > hi ? hi : v[j]; break;
+    default: break;
+    }
 }
 
-int cm_igemm_s8(const int8_t *A, const int8_t *B, int32_t *C, size_t M, size_t N, size_t K) {
-#ifdef CM_X86
-    int level = simd_level();
-    if (level != SIMD_GENERIC) {
-        size_t K2 = (K + 1) / 2;
-        int32_t *Ap = (int32_t *)malloc(M * K2 * sizeof(int32_t) + 1);
-        int16_t *Bp = (int16_t *)malloc(K2 * N * 2 * sizeof(int16_t) + 1);
-        if (!Ap || !Bp) { free(Ap); free(Bp); return -1; }
-        for (size_t i = 0; i < M; i++)
-            for (size_t p = 0; p < K2; p++) {
-                int32_t lo = A[i * K + 2 * p], hi = 2 * p + 1 < K ? A[i * K + 2 * p + 1] : 0;
-                Ap[i * K2 + p] = (int32_t)(((uint32_t)(uint16_t)(int16_t)lo) | ((uint32_t)(uint16_t)(int16_t)hi << 16));
-            }
-        for (size_t p = 0; p < K2; p++)
-            for (size_t j = 0; j < N; j++) {
-                Bp[(p * N + j) * 2] = B[2 * p * N + j];
-                Bp[(p * N + j) * 2 + 1] = 2 * p + 1 < K ? B[(2 * p + 1) * N + j] : 0;
-            }
-        if (level == SIMD_AVX512) igemm_avx512(Ap, Bp, C, M, N, K2);
-        else igemm_avx2(Ap, Bp, C, M, N, K2);
-        free(Ap);
-        free(Bp);
-        return 0;
+static void epilogue_f32(const CmGemm *g, const float *C, size_t ldc, size_t i0, size_t mc, size_t j0, size_t nc) {
+    const float *bias = (const float *)g->bias;
+    for (size_t i = 0; i < mc; i++) {
+        float *row = (float *)C + i * ldc;
+        bias_act_f32(row, nc, bias && !g->bias_rows ? bias + j0 : NULL, bias && g->bias_rows ? bias + i0 + i : NULL,
+                     g->act, g->lo, g->hi);
+        char *o = (char *)g->out + ((i0 + i) * g->ldo + j0) * DT_SIZE[g->od];
+        if ((char *)row != o) cm_from_f32(row, nc, g->od, o);
     }
-#endif
-    igemm_generic(A, B, C, M, N, K);
-    return 0;
 }
+
+static void epilogue_i32(const CmGemm *g, const int32_t *C, size_t ldc, size_t i0, size_t mc, size_t j0, size_t nc) {
+    const int32_t *bias = (const int32_t *)g->bias;
+    int64_t lo = (int64_t)g->lo, hi = (int64_t)g->hi, omin = dt_min(g->od), omax = dt_max(g->od);
+    for (size_t i = 0; i < mc; i++) {
+        const int32_t *row = C + i * ldc;
+        int64_t rb = bias && g->bias_rows ? bias[i0 + i] : 0;
+        const int32_t *cb = bias && !g->bias_rows ? bias + j0 : NULL;
+        char *o = (char *)g->out + ((i0 + i) * g->ldo + j0) * DT_SIZE[g->od];
+        for (size_t j = 0; j < nc; j++) {
+            int64_t v = (int64_t)row[j] + (cb ? cb[j] : rb);
+            if (g->act == ACT_RELU) v = v > 0 ? v : 0;
+            else if (g->act == ACT_CLIP) v = v < lo ? lo : v > hi ? hi : v;
+            v = v < omin ? omin : v > omax ? omax : v;
+            if (g->od == DT_I8) ((int8_t *)o)[j] = (int8_t)v;
+            else if (g->od == DT_I32) ((int32_t *)o)[j] = (int32_t)v;
+            else ((uint8_t *)o)[j] = (uint8_t)v;
+        }
+    }
+}
+
+/* ---- task split and driver -------------------------------------------------------------------------
+ * Column-panel mode: a task is all rows of a panel of columns and packs its own B block per K block.
+ * Shared mode (few columns): phase 1 packs all of B once (tasks: K block x 256-column chunk) into strips
+ * laid out as [K block][strip][k][NR] (int8: [K block of pairs][strip][pair][NR][2]); phase 2 runs the
+ * output tiles. Either way a task packs its A block (MC rows at a time) per K block. */
+
+#define PACK_COLS 256
+
+typedef struct {
+    const CmGemm *g;
+    int is_int;
+    size_t nr;
+    ukr_f32 kf;
+    ukr_i8 ki;
+    size_t kblk, ksteps;    /* K block (in k, or in pairs of k) and K in the same unit */
+    size_t npad;            /* N rounded up to whole strips */
+    void *bp;               /* all of B, packed */
+    size_t mc, nc, tiles_n; /* output tile and number of tiles along N */
+    size_t chunks_n;        /* phase-1 column chunks */
+    int own_b;              /* column-panel mode: each task packs its own B (see split) */
+    int failed;
+} Job;
+
+static size_t cdiv(size_t a, size_t b) { return (a + b - 1) / b; }
+
+/* Tile sizes. Enough columns for every thread (or one thread): column panels of all rows, each packing
+ * its own B per K block (it stays in cache, nothing is packed twice). Few columns (late conv layers,
+ * N = 7 x 7): B is packed once for everyone and the tiles split M too. Tiles are equal-sized. */
+#define PANEL_COLS 384
+
+static void split(Job *j, size_t M, size_t N, size_t K) {
+    size_t nr = j->nr, threads = (size_t)cm_get_threads();
+    double work = (double)M * (double)N * (double)K;
+    size_t want = work < 2e5 || threads == 1 ? 1 : 4 * threads;
+    size_t panels = cdiv(N, PANEL_COLS) > want ? cdiv(N, PANEL_COLS) : want;
+    if (cdiv(N, panels) >= 4 * nr || panels == 1) {
+        j->own_b = 1;
+        j->mc = M;
+        j->nc = cdiv(cdiv(N, panels), nr) * nr;
+        j->tiles_n = cdiv(N, j->nc);
+        return;
+    }
+    size_t bm = cdiv(M, MC), bn = cdiv(N, NC_MAX);
+    while (bm * bn < want && cdiv(N, bn + 1) >= 4 * nr) bn++;
+    while (bm * bn < want && cdiv(M, bm + 1) >= 2 * MR) bm++;
+    j->mc = cdiv(cdiv(M, bm), MR) * MR;
+    j->nc = cdiv(cdiv(N, bn), nr) * nr;
+    j->tiles_n = cdiv(N, j->nc);
+}
+
+/* packed B of K block starting at p0 (k or pairs), strip t; in elements of the packed type */
+static size_t bp_offset(const Job *j, size_t p0, size_t kc, size_t t) {
+    return (p0 * j->npad + t * kc * j->nr) * (j->is_int ? 2 : 1);
+}
+
+static void pack_task(void *ctx, size_t task) {
+    Job *j = (Job *)ctx;
+    const CmGemm *g = j->g;
+    size_t p0 = (task / j->chunks_n) * j->kblk, j0 = (task % j->chunks_n) * PACK_COLS;
+    size_t kc = j->ksteps - p0 < j->kblk ? j->ksteps - p0 : j->kblk, nc = g->N - j0 < PACK_COLS ? g->N - j0 : PACK_COLS;
+    void *row = scratch(BUF_ROW, 2 * (PACK_COLS + 64) * 4);
+    if (!row) { j->failed = 1; return; }
+    if (j->is_int)
+        pack_b_i8(g, p0, kc, j0, nc, j->nr, (int16_t *)j->bp + bp_offset(j, p0, kc, j0 / j->nr), (int8_t *)row);
+    else
+        pack_b_f32(g, p0, kc, j0, nc, j->nr, (float *)j->bp + bp_offset(j, p0, kc, j0 / j->nr), (float *)row);
+}
+
+/* rows [i0, i0 + mc) x columns [j0, j0 + nc) of C for one K block: pack A, run the micro-kernels over the B
+ * strips at bs (strip t at bs + t kc NR packed elements), then the epilogue after the last K block */
+static void run_block(Job *j, void *Ap, const void *bs, char *C, size_t ldc, size_t i0, size_t mc, size_t j0,
+                      size_t nc, size_t p0, size_t kc) {
+    const CmGemm *g = j->g;
+    size_t nr = j->nr, strips_n = cdiv(nc, nr);
+    int acc = p0 > 0, last = p0 + kc >= j->ksteps;
+    float edge_f[MR * NR_MAX];
+    int32_t edge_i[MR * NR_MAX];
+    if (j->is_int) pack_a_i8(g, i0, mc, p0, kc, (int32_t *)Ap);
+    else pack_a_f32(g, i0, mc, p0, kc, (float *)Ap);
+    for (size_t t = 0; t < strips_n; t++) {
+        size_t w = nc - t * nr < nr ? nc - t * nr : nr;
+        const void *b = j->is_int ? (const void *)((const int16_t *)bs + t * kc * nr * 2)
+                                  : (const void *)((const float *)bs + t * kc * nr);
+        for (size_t s = 0; s < mc; s += MR) {
+            size_t h = mc - s < MR ? mc - s : MR;
+            char *c = C + (s * ldc + t * nr) * 4;
+            int full = h == MR && w == nr;
+            /* an edge tile runs in a full-size buffer: the same arithmetic, only part of it kept */
+            char *cc = full ? c : j->is_int ? (char *)edge_i : (char *)edge_f;
+            size_t ld = full ? ldc : nr;
+            if (!full && acc)
+                for (size_t r = 0; r < h; r++) memcpy(cc + r * nr * 4, c + r * ldc * 4, w * 4);
+            if (j->is_int) j->ki(kc, (const int32_t *)Ap + s * kc, (const int16_t *)b, (int32_t *)cc, ld, acc);
+            else j->kf(kc, (const float *)Ap + s * kc, (const float *)b, (float *)cc, ld, acc);
+            if (!full)
+                for (size_t r = 0; r < h; r++) memcpy(c + r * ldc * 4, cc + r * nr * 4, w * 4);
+            /* the micro-tile is final: bias, activation and the output rounding while it is in L1 */
+            if (last && j->is_int) epilogue_i32(g, (const int32_t *)c, ldc, i0 + s, h, j0 + t * nr, w);
+            else if (last) epilogue_f32(g, (const float *)c, ldc, i0 + s, h, j0 + t * nr, w);
+        }
+    }
+}
+
+/* one output tile; in column-panel mode (own_b) the tile is all rows of nc columns and packs its own B */
+static void gemm_task(void *ctx, size_t task) {
+    Job *j = (Job *)ctx;
+    const CmGemm *g = j->g;
+    size_t nr = j->nr, i0 = (task / j->tiles_n) * j->mc, j0 = (task % j->tiles_n) * j->nc;
+    size_t mc = g->M - i0 < j->mc ? g->M - i0 : j->mc, nc = g->N - j0 < j->nc ? g->N - j0 : j->nc;
+    size_t mblk = j->own_b ? MC : mc, bstrip = j->kblk * nr * 4; /* bytes of one packed B strip */
+    void *Ap = scratch(BUF_A, cdiv(mblk, MR) * MR * j->kblk * 4);
+    void *Bo = j->own_b ? scratch(BUF_B, cdiv(nc, nr) * bstrip + 64) : NULL;
+    void *row = j->own_b ? scratch(BUF_ROW, 2 * (nc + 64) * 4) : NULL;
+    /* f32 output: accumulate in place; otherwise in an f32 / int32 tile */
+    int in_place = !j->is_int && g->od == DT_F32;
+    void *Ct = in_place ? NULL : scratch(BUF_C, mc * nc * 4);
+    if (!Ap || (!in_place && !Ct) || (j->own_b && (!Bo || !row))) { j->failed = 1; return; }
+    if (Bo) Bo = (void *)(((uintptr_t)Bo + 63) & ~(uintptr_t)63);
+    char *C = in_place ? (char *)g->out + (i0 * g->ldo + j0) * 4 : (char *)Ct;
+    size_t ldc = in_place ? g->ldo : nc;
+    for (size_t p0 = 0; p0 < j->ksteps; p0 += j->kblk) {
+        size_t kc = j->ksteps - p0 < j->kblk ? j->ksteps - p0 : j->kblk;
+        const void *bs;
+        if (j->own_b) {
+            if (j->is_int) pack_b_i8(g, p0, kc, j0, nc, nr, (int16_t *)Bo, (int8_t *)row);
+            else pack_b_f32(g, p0, kc, j0, nc, nr, (float *)Bo, (float *)row);
+            bs = Bo;
+        } else {
+            size_t off = bp_offset(j, p0, kc, j0 / nr);
+            bs = j->is_int ? (const void *)((const int16_t *)j->bp + off) : (const void *)((const float *)j->bp + off);
+        }
+        for (size_t ib = 0; ib < mc; ib += mblk) {
+            size_t h = mc - ib < mblk ? mc - ib : mblk;
+            run_block(j, Ap, bs, C + ib * ldc * 4, ldc, i0 + ib, h, j0, nc, p0, kc);
+        }
+    }
+}
+
+static int gemm_run(const CmGemm *g, int is_int) {
+    Job j;
+    memset(&j, 0, sizeof(j));
+    j.g = g;
+    j.is_int = is_int;
+    j.nr = 16;
+    j.kf = ukr_f32_generic;
+    j.ki = ukr_i8_generic;
+#ifdef CM_X86
+    int level = cm_simd_level();
+    if (level == SIMD_AVX512) { j.nr = 32; j.kf = ukr_f32_avx512; j.ki = ukr_i8_avx512; }
+    else if (level == SIMD_AVX2) { j.kf = ukr_f32_avx2; j.ki = ukr_i8_avx2; }
+#endif
+    if (g->M == 0 || g->N == 0) return 0;
+    j.kblk = is_int ? KC2 : KC;
+    j.ksteps = is_int ? cdiv(g->K, 2) : g->K;
+    j.npad = cdiv(g->N, j.nr) * j.nr;
+    j.chunks_n = cdiv(g->N, PACK_COLS);
+    split(&j, g->M, g->N, g->K);
+    void *raw = NULL;
+    if (!j.own_b) { /* phase 1: all of B, packed once; 4 bytes per packed f32, or per int16 pair */
+        raw = malloc(j.ksteps * j.npad * 4 + 64);
+        if (!raw) return -1;
+        j.bp = (void *)(((uintptr_t)raw + 63) & ~(uintptr_t)63);
+        cm_parallel_for(cdiv(j.ksteps, j.kblk) * j.chunks_n, pack_task, &j);
+    }
+    if (!j.failed) cm_parallel_for(cdiv(g->M, j.mc) * j.tiles_n, gemm_task, &j);
+    free(raw);
+    return j.failed ? -1 : 0;
+}
+
+int cm_sgemm(const CmGemm *g) { return gemm_run(g, 0); }
+
+int cm_igemm(const CmGemm *g) { return gemm_run(g, 1); }

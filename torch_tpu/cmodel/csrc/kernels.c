@@ -6,17 +6,9 @@
 #include <stdlib.h>
 #include "common.h"
 #include "kernels.h"
+#include "threads.h"
 
 #define NOMEM "out of memory"
-
-static float act_f(float v, int act, float lo, float hi) {
-    switch (act) {
-    case ACT_RELU: return v > 0.f ? v : 0.f;
-    case ACT_RELU6: return v < 0.f ? 0.f : v > 6.f ? 6.f : v;
-    case ACT_CLIP: return v < lo ? lo : v > hi ? hi : v;
-    default: return v;
-    }
-}
 
 static int64_t act_i(int64_t v, int act, float lo, float hi) {
     switch (act) {
@@ -38,42 +30,104 @@ static int64_t *i64_copy(const void *src, int dt, size_t n) {
     return p;
 }
 
-/* ---- depthwise (one input channel per group): direct loops, the same k = (ki, kj) order as the GEMM --- */
+/* ---- depthwise (one input channel per group): direct loops over (ki, kj), threaded over output planes ---- */
 
-static void conv_depthwise(void *acc, const void *xs, const void *ws, int is_int, i64 N, i64 Cin, i64 H, i64 W,
-                           i64 Cout, i64 kh, i64 kw, i64 Ho, i64 Wo, i64 sh, i64 sw, i64 pt, i64 pl, i64 dh,
-                           i64 dw) {
-    i64 cog = Cout / Cin, P = Ho * Wo;
-    for (i64 n = 0; n < N; n++)
-        for (i64 o = 0; o < Cout; o++) {
-            i64 c = o / cog;
-            for (i64 oh = 0; oh < Ho; oh++) {
-                i64 row = (n * Cout + o) * P + oh * Wo;
-                for (i64 ki = 0; ki < kh; ki++) {
-                    i64 ih = oh * sh - pt + ki * dh;
-                    if (ih < 0 || ih >= H) continue;
-                    for (i64 kj = 0; kj < kw; kj++) {
-                        i64 off = kj * dw - pl;
-                        i64 lo = off >= 0 ? 0 : (-off + sw - 1) / sw;
-                        i64 hi = W - off <= 0 ? 0 : (W - off + sw - 1) / sw;
-                        if (hi > Wo) hi = Wo;
-                        i64 xbase = ((n * Cin + c) * H + ih) * W + off, widx = (o * kh + ki) * kw + kj;
-                        if (is_int) {
-                            int32_t wv = ((const int8_t *)ws)[widx], *a = (int32_t *)acc + row;
-                            const int8_t *xr = (const int8_t *)xs;
-                            for (i64 ow = lo; ow < hi; ow++) a[ow] += wv * (int32_t)xr[xbase + ow * sw];
-                        } else {
-                            float wv = ((const float *)ws)[widx], *a = (float *)acc + row;
-                            const float *xr = (const float *)xs;
-                            for (i64 ow = lo; ow < hi; ow++) a[ow] += wv * xr[xbase + ow * sw];
-                        }
-                    }
-                }
-            }
-        }
+typedef struct {
+    void *out;
+    int od, is_int, act;
+    const void *x, *w, *bias; /* f32 / int8 operands, f32 / int32 bias */
+    i64 N, Cin, H, W, Cout, kh, kw, Ho, Wo, sh, sw, pt, pl, dh, dw;
+    float lo, hi;
+    i64 ntasks;
+    int failed;
+} DwJob;
+
+/* one output plane (n, o) summed over k = (ki, kj) in order; the f32 body is compiled once per SIMD level */
+#define DW_PLANE_BODY(T, ACC_T, acc, xs, ws)                                                                  \
+    i64 cog = j->Cout / j->Cin, c = o / cog, P = j->Ho * j->Wo;                                                \
+    for (i64 p = 0; p < P; p++) acc[p] = 0;                                                                    \
+    for (i64 oh = 0; oh < j->Ho; oh++) {                                                                      \
+        ACC_T *a = acc + oh * j->Wo;                                                                           \
+        for (i64 ki = 0; ki < j->kh; ki++) {                                                                   \
+            i64 ih = oh * j->sh - j->pt + ki * j->dh;                                                          \
+            if (ih < 0 || ih >= j->H) continue;                                                                \
+            for (i64 kj = 0; kj < j->kw; kj++) {                                                               \
+                i64 off = kj * j->dw - j->pl, sw = j->sw;                                                      \
+                i64 lo = off >= 0 ? 0 : (-off + sw - 1) / sw;                                                  \
+                i64 hi = j->W - off <= 0 ? 0 : (j->W - off + sw - 1) / sw;                                     \
+                if (hi > j->Wo) hi = j->Wo;                                                                    \
+                const T *restrict xr = xs + ((n * j->Cin + c) * j->H + ih) * j->W + off;                      \
+                ACC_T wv = ws[(o * j->kh + ki) * j->kw + kj], *restrict ar = a;                                \
+                int l0 = (int)lo, l1 = (int)hi, st = (int)sw;                                                  \
+                if (st == 1) for (int ow = l0; ow < l1; ow++) ar[ow] += wv * (ACC_T)xr[ow];                    \
+                else if (st == 2) for (int ow = l0; ow < l1; ow++) ar[ow] += wv * (ACC_T)xr[2 * ow];           \
+                else for (int ow = l0; ow < l1; ow++) ar[ow] += wv * (ACC_T)xr[ow * st];                       \
+            }                                                                                                  \
+        }                                                                                                      \
+    }
+
+static void dw_plane_f32(const DwJob *j, i64 n, i64 o, float *acc) {
+    const float *xs = (const float *)j->x, *ws = (const float *)j->w;
+    DW_PLANE_BODY(float, float, acc, xs, ws)
 }
 
-/* ---- conv2d: im2col + GEMM per (n, group); 1x1 stride-1 reads x directly; depthwise runs direct loops -- */
+#if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
+#define CM_DW_AVX2 1
+/* the same loops, vectorised 8-wide (mul then add, as above: no FMA contraction under -std=c99) */
+__attribute__((target("avx2")))
+static void dw_plane_f32_avx2(const DwJob *j, i64 n, i64 o, float *acc) {
+    const float *xs = (const float *)j->x, *ws = (const float *)j->w;
+    DW_PLANE_BODY(float, float, acc, xs, ws)
+}
+#endif
+
+static void dw_plane_i8(const DwJob *j, i64 n, i64 o, int32_t *acc) {
+    const int8_t *xs = (const int8_t *)j->x, *ws = (const int8_t *)j->w;
+    DW_PLANE_BODY(int8_t, int32_t, acc, xs, ws)
+}
+
+static void dw_task(void *ctx, size_t t) {
+    DwJob *j = (DwJob *)ctx;
+    i64 planes = j->N * j->Cout, p0 = planes * (i64)t / j->ntasks, p1 = planes * ((i64)t + 1) / j->ntasks;
+    i64 P = j->Ho * j->Wo;
+    void *acc = malloc((size_t)P * 8 + 8);
+    if (!acc) { j->failed = 1; return; }
+    for (i64 pl = p0; pl < p1; pl++) {
+        i64 n = pl / j->Cout, o = pl % j->Cout;
+        char *dst = (char *)j->out + (size_t)(pl * P) * DT_SIZE[j->od];
+        if (j->is_int) {
+            int32_t *a = (int32_t *)acc;
+            int64_t *r = (int64_t *)acc;
+            dw_plane_i8(j, n, o, a);
+            int64_t bv = j->bias ? ((const int32_t *)j->bias)[o] : 0;
+            for (i64 p = P - 1; p >= 0; p--) r[p] = act_i((int64_t)a[p] + bv, j->act, j->lo, j->hi); /* in place, widening */
+            cm_from_i64_sat(r, (size_t)P, j->od, dst);
+        } else {
+            float *a = (float *)acc;
+#ifdef CM_DW_AVX2
+            if (cm_simd_level() > 0) dw_plane_f32_avx2(j, n, o, a);
+            else
+#endif
+                dw_plane_f32(j, n, o, a);
+            if (j->bias) {
+                float bv = ((const float *)j->bias)[o];
+                for (i64 p = 0; p < P; p++) a[p] += bv;
+            }
+            float lo = j->lo, hi = j->hi; /* one plain loop per activation, so each vectorises */
+            switch (j->act) {
+            case ACT_RELU: for (i64 p = 0; p < P; p++) a[p] = a[p] > 0.f ? a[p] : 0.f; break;
+            case ACT_RELU6: for (i64 p = 0; p < P; p++) a[p] = a[p] < 0.f ? 0.f : a[p] > 6.f ? 6.f : a[p]; break;
+            case ACT_CLIP: for (i64 p = 0; p < P; p++) a[p] = a[p] < lo ? lo : a[p] > hi ? hi : a[p]; break;
+            default: break;
+            }
+            cm_from_f32(a, (size_t)P, j->od, dst);
+        }
+    }
+    free(acc);
+}
+
+/* ---- conv2d: packed GEMM per (n, group) over the implicit im2col (1x1 stride-1 reads x as B directly);
+ * depthwise runs direct loops. Bias, activation and the output rounding are fused into the GEMM. ------- */
 
 const char *cm_conv2d(void *out, int od, const void *x, int xd, const void *w, int wd, const void *bias, int bd,
                       i64 N, i64 Cin, i64 H, i64 W, i64 Cout, i64 kh, i64 kw, i64 Ho, i64 Wo, i64 sh, i64 sw,
@@ -81,128 +135,60 @@ const char *cm_conv2d(void *out, int od, const void *x, int xd, const void *w, i
     i64 cig = Cin / groups, cog = Cout / groups, Kc = cig * kh * kw, P = Ho * Wo;
     int is_int = !dt_is_float(xd);
     int depthwise = cig == 1 && groups > 1;
-    int direct = depthwise || (kh == 1 && kw == 1 && sh == 1 && sw == 1 && pt == 0 && pl == 0 && Ho == H && Wo == W);
+    int direct = kh == 1 && kw == 1 && sh == 1 && sw == 1 && pt == 0 && pl == 0 && Ho == H && Wo == W;
     size_t esz = is_int ? 1 : 4;
-    void *xs = is_int ? (void *)x : (void *)f32_copy(x, xd, (size_t)(N * Cin * H * W));
-    void *ws = is_int ? (void *)w : (void *)f32_copy(w, wd, (size_t)(Cout * Kc));
-    void *col = direct ? NULL : malloc((size_t)(Kc * P) * esz + 4);
-    void *acc = calloc((size_t)(N * Cout * P) + 1, 4);
+    /* float operands are computed in f32: f32 ones are used as they are, bf16/f16 converted once */
+    const void *xs = is_int || xd == DT_F32 ? x : (const void *)f32_copy(x, xd, (size_t)(N * Cin * H * W));
+    const void *ws = is_int || wd == DT_F32 ? w : (const void *)f32_copy(w, wd, (size_t)(Cout * Kc));
+    const void *bs = is_int || !bias ? bias : (const void *)f32_copy(bias, bd, (size_t)Cout);
     const char *err = NULL;
-    if (!xs || !ws || !acc || (!direct && !col)) { err = NOMEM; goto done; }
-    if (depthwise)
-        conv_depthwise(acc, xs, ws, is_int, N, Cin, H, W, Cout, kh, kw, Ho, Wo, sh, sw, pt, pl, dh, dw);
-    else for (i64 n = 0; n < N; n++)
-        for (i64 g = 0; g < groups; g++) {
-            const char *xg = (const char *)xs + (size_t)((n * Cin + g * cig) * H * W) * esz;
-            const void *B = xg;
-            if (!direct) {
-                for (i64 c = 0; c < cig; c++)
-                    for (i64 ki = 0; ki < kh; ki++)
-                        for (i64 kj = 0; kj < kw; kj++) {
-                            i64 r = (c * kh + ki) * kw + kj, off = kj * dw - pl;
-                            /* valid ow: 0 <= ow*sw + off < W */
-                            i64 lo = off >= 0 ? 0 : (-off + sw - 1) / sw;
-                            i64 hi = W - off <= 0 ? 0 : (W - off + sw - 1) / sw;
-                            if (hi > Wo) hi = Wo;
-                            if (lo > hi) lo = hi;
-                            for (i64 oh = 0; oh < Ho; oh++) {
-                                i64 ih = oh * sh - pt + ki * dh, dst = r * P + oh * Wo;
-                                int row_ok = ih >= 0 && ih < H;
-                                i64 l = row_ok ? lo : Wo, h2 = row_ok ? hi : Wo;
-                                const char *srow = row_ok ? (const char *)xg + (size_t)((c * H + ih) * W + off) * esz : (const char *)xg;
-                                char *drow = (char *)col + (size_t)dst * esz;
-                                memset(drow, 0, (size_t)l * esz);
-                                if (sw == 1) {
-                                    if (h2 > l) memcpy(drow + l * esz, srow + l * esz, (size_t)(h2 - l) * esz);
-                                } else if (is_int) {
-                                    for (i64 ow = l; ow < h2; ow++) ((int8_t *)drow)[ow] = ((const int8_t *)srow)[ow * sw];
-                                } else {
-                                    for (i64 ow = l; ow < h2; ow++) ((float *)drow)[ow] = ((const float *)srow)[ow * sw];
-                                }
-                                memset(drow + h2 * esz, 0, (size_t)(Wo - h2) * esz);
-                            }
-                        }
-                B = col;
-            }
-            size_t a_off = (size_t)(g * cog * Kc), c_off = (size_t)((n * Cout + g * cog) * P);
-            if (is_int) {
-                if (cm_igemm_s8((const int8_t *)ws + a_off, (const int8_t *)B, (int32_t *)acc + c_off,
-                                (size_t)cog, (size_t)P, (size_t)Kc)) { err = NOMEM; goto done; }
-            } else {
-                cm_sgemm((const float *)ws + a_off, (const float *)B, (float *)acc + c_off, (size_t)cog, (size_t)P,
-                         (size_t)Kc);
-            }
-        }
-    if (is_int) {
-        int64_t *row = (int64_t *)malloc((size_t)P * 8 + 8);
-        if (!row) { err = NOMEM; goto done; }
-        for (i64 n = 0; n < N; n++)
-            for (i64 co = 0; co < Cout; co++) {
-                int64_t bv = bias ? (bd == DT_I32 ? ((const int32_t *)bias)[co] : 0) : 0;
-                const int32_t *a = (const int32_t *)acc + (n * Cout + co) * P;
-                for (i64 p = 0; p < P; p++) row[p] = act_i((int64_t)a[p] + bv, act, lo, hi);
-                cm_from_i64_sat(row, (size_t)P, od, (char *)out + (size_t)((n * Cout + co) * P) * DT_SIZE[od]);
-            }
-        free(row);
-    } else {
-        float *bf = bias ? f32_copy(bias, bd, (size_t)Cout) : NULL;
-        if (bias && !bf) { err = NOMEM; goto done; }
-        float *a = (float *)acc;
-        for (i64 n = 0; n < N; n++)
-            for (i64 co = 0; co < Cout; co++) {
-                float bv = bf ? bf[co] : 0.f;
-                float *r = a + (n * Cout + co) * P;
-                for (i64 p = 0; p < P; p++) r[p] = act_f(r[p] + bv, act, lo, hi);
-            }
-        cm_from_f32(a, (size_t)(N * Cout * P), od, out);
-        free(bf);
+    if (!xs || !ws || (bias && !bs)) { err = NOMEM; goto done; }
+    if (depthwise) {
+        DwJob j = {out, od, is_int, act, xs, ws, bs, N, Cin, H, W, Cout, kh, kw, Ho, Wo, sh, sw, pt, pl, dh, dw,
+                   lo, hi, 0, 0};
+        i64 planes = N * Cout, work = planes * P * kh * kw;
+        j.ntasks = work < 100000 ? 1 : planes < 256 ? planes : 256;
+        cm_parallel_for((size_t)j.ntasks, dw_task, &j);
+        if (j.failed) err = NOMEM;
+        goto done;
     }
+    CmConvGeom geom = {H, W, kh, kw, sh, sw, pt, pl, dh, dw, Wo};
+    for (i64 n = 0; n < N && !err; n++)
+        for (i64 g = 0; g < groups && !err; g++) {
+            CmGemm G = {(const char *)ws + (size_t)(g * cog * Kc) * esz,
+                        (const char *)xs + (size_t)((n * Cin + g * cig) * H * W) * esz, (size_t)P,
+                        direct ? NULL : &geom, (size_t)cog, (size_t)P, (size_t)Kc,
+                        bs ? (const char *)bs + (size_t)(g * cog) * 4 : NULL, 1, act, lo, hi,
+                        (char *)out + (size_t)((n * Cout + g * cog) * P) * DT_SIZE[od], od, (size_t)P};
+            if (is_int ? cm_igemm(&G) : cm_sgemm(&G)) err = NOMEM;
+        }
 done:
-    if (!is_int) { free(xs); free(ws); }
-    free(col);
-    free(acc);
+    if (xs != x) free((void *)xs);
+    if (ws != w) free((void *)ws);
+    if (bs != bias) free((void *)bs);
     return err;
 }
 
-/* ---- (batched) matmul: out[b] = a[b] . b[b or 0] + bias -------------------------------------- */
+/* ---- (batched) matmul: out[b] = a[b] . b[b or 0] + bias (per column), through the packed GEMM -------- */
 
 const char *cm_matmul(void *out, int od, const void *a, int ad, const void *b, int bd, const void *bias, int biasd,
                       i64 B, i64 Bb, i64 M, i64 K, i64 N, int act, float lo, float hi) {
     int is_int = !dt_is_float(ad);
-    size_t mn = (size_t)(M * N);
-    void *acc = calloc((size_t)B * mn + 1, 4);
-    if (!acc) return NOMEM;
+    size_t esz = is_int ? 1 : 4;
+    const void *as = is_int || ad == DT_F32 ? a : (const void *)f32_copy(a, ad, (size_t)(B * M * K));
+    const void *bs = is_int || bd == DT_F32 ? b : (const void *)f32_copy(b, bd, (size_t)(Bb * K * N));
+    const void *cs = is_int || !bias ? bias : (const void *)f32_copy(bias, biasd, (size_t)N);
     const char *err = NULL;
-    if (is_int) {
-        for (i64 i = 0; i < B; i++)
-            if (cm_igemm_s8((const int8_t *)a + i * M * K, (const int8_t *)b + (Bb == 1 ? 0 : i) * K * N,
-                            (int32_t *)acc + i * mn, (size_t)M, (size_t)N, (size_t)K)) { err = NOMEM; goto done; }
-        int64_t *row = (int64_t *)malloc((size_t)N * 8 + 8);
-        if (!row) { err = NOMEM; goto done; }
-        for (i64 r = 0; r < B * M; r++) {
-            const int32_t *s = (const int32_t *)acc + r * N;
-            for (i64 j = 0; j < N; j++)
-                row[j] = act_i((int64_t)s[j] + (bias ? ((const int32_t *)bias)[j] : 0), act, lo, hi);
-            cm_from_i64_sat(row, (size_t)N, od, (char *)out + (size_t)(r * N) * DT_SIZE[od]);
-        }
-        free(row);
-    } else {
-        float *af = f32_copy(a, ad, (size_t)(B * M * K)), *bf = f32_copy(b, bd, (size_t)(Bb * K * N));
-        float *biasf = bias ? f32_copy(bias, biasd, (size_t)N) : NULL;
-        if (!af || !bf || (bias && !biasf)) { err = NOMEM; }
-        else {
-            float *c = (float *)acc;
-            for (i64 i = 0; i < B; i++)
-                cm_sgemm(af + i * M * K, bf + (Bb == 1 ? 0 : i) * K * N, c + i * mn, (size_t)M, (size_t)N,
-                         (size_t)K);
-            for (i64 r = 0; r < B * M; r++)
-                for (i64 j = 0; j < N; j++) c[r * N + j] = act_f(c[r * N + j] + (biasf ? biasf[j] : 0.f), act, lo, hi);
-            cm_from_f32(c, (size_t)B * mn, od, out);
-        }
-        free(af); free(bf); free(biasf);
+    if (!as || !bs || (bias && !cs)) err = NOMEM;
+    for (i64 i = 0; i < B && !err; i++) {
+        CmGemm G = {(const char *)as + (size_t)(i * M * K) * esz, (const char *)bs + (size_t)((Bb == 1 ? 0 : i) * K * N) * esz,
+                    (size_t)N, NULL, (size_t)M, (size_t)N, (size_t)K, cs, 0, act, lo, hi,
+                    (char *)out + (size_t)(i * M * N) * DT_SIZE[od], od, (size_t)N};
+        if (is_int ? cm_igemm(&G) : cm_sgemm(&G)) err = NOMEM;
     }
-done:
-    free(acc);
+    if (as != a) free((void *)as);
+    if (bs != b) free((void *)bs);
+    if (cs != bias) free((void *)cs);
     return err;
 }
 
@@ -215,8 +201,67 @@ static void bstrides(const i64 *s, i64 *st) {
     for (int d = 3; d >= 0; d--) { st[d] = s[d] == 1 ? 0 : acc; acc *= s[d]; }
 }
 
+/* f32 fast path: a has the output's shape, b too (or is the scalar); chunks of the flat range in parallel */
+typedef struct { float *o; const float *a, *b; float sc; int op; size_t n, chunk; } EwJob;
+
+static void ew_f32_task(void *ctx, size_t t) {
+    const EwJob *j = (const EwJob *)ctx;
+    size_t i0 = t * j->chunk, i1 = i0 + j->chunk < j->n ? i0 + j->chunk : j->n;
+    float *o = j->o;
+    const float *x = j->a, *y = j->b, sc = j->sc;
+#define EW_LOOP(EXPR) do {                                                                                      \
+        if (y) for (size_t i = i0; i < i1; i++) { float p = x[i], q = y[i]; o[i] = (EXPR); }                   \
+        else for (size_t i = i0; i < i1; i++) { float p = x[i], q = sc; o[i] = (EXPR); }                       \
+    } while (0)
+    switch (j->op) {
+    case EW_ADD: EW_LOOP(p + q); break;
+    case EW_SUB: EW_LOOP(p - q); break;
+    case EW_MUL: EW_LOOP(p * q); break;
+    case EW_DIV: EW_LOOP(p / q); break;
+    case EW_MAX: EW_LOOP((p != p || p > q) ? p : q); break;
+    default: EW_LOOP((p != p || p < q) ? p : q); break;
+    }
+#undef EW_LOOP
+}
+
+#define EW_CHUNK ((size_t)1 << 16)
+#define EWI_CHUNK ((size_t)4096)
+
+typedef struct {
+    void *out;
+    const void *a, *b;
+    int od, ad, bd, op;
+    int64_t sc;
+    size_t n;
+} EwIntJob;
+
+static void ew_int_task(void *ctx, size_t t) {
+    EwIntJob *j = (EwIntJob *)ctx;
+    size_t i0 = t * EWI_CHUNK, len = j->n - i0 < EWI_CHUNK ? j->n - i0 : EWI_CHUNK;
+    int64_t x[EWI_CHUNK], y[EWI_CHUNK];
+    cm_to_i64((const char *)j->a + i0 * DT_SIZE[j->ad], j->ad, len, x);
+    if (j->b) cm_to_i64((const char *)j->b + i0 * DT_SIZE[j->bd], j->bd, len, y);
+    else for (size_t i = 0; i < len; i++) y[i] = j->sc;
+    switch (j->op) {
+    case EW_ADD: for (size_t i = 0; i < len; i++) x[i] += y[i]; break;
+    case EW_SUB: for (size_t i = 0; i < len; i++) x[i] -= y[i]; break;
+    case EW_MUL: for (size_t i = 0; i < len; i++) x[i] *= y[i]; break;
+    case EW_MAX: for (size_t i = 0; i < len; i++) x[i] = x[i] > y[i] ? x[i] : y[i]; break;
+    default: for (size_t i = 0; i < len; i++) x[i] = x[i] < y[i] ? x[i] : y[i]; break;
+    }
+    cm_from_i64_sat(x, len, j->od, (char *)j->out + i0 * DT_SIZE[j->od]);
+}
+
 const char *cm_eltwise(void *out, int od, const void *a, int ad, const i64 *as, const void *b, int bd,
                        const i64 *bs, const i64 *os, int op, double scalar) {
+    int same_a = as[0] == os[0] && as[1] == os[1] && as[2] == os[2] && as[3] == os[3];
+    int same_b = !b || (bs[0] == os[0] && bs[1] == os[1] && bs[2] == os[2] && bs[3] == os[3]);
+    if (od == DT_F32 && ad == DT_F32 && (!b || bd == DT_F32) && same_a && same_b) {
+        size_t n = (size_t)(os[0] * os[1] * os[2] * os[3]);
+        EwJob j = {(float *)out, (const float *)a, (const float *)b, (float)scalar, op, n, EW_CHUNK};
+        cm_parallel_for((n + EW_CHUNK - 1) / EW_CHUNK, ew_f32_task, &j);
+        return NULL;
+    }
     i64 sa[4], sb[4], na = as[0] * as[1] * as[2] * as[3], nb = b ? bs[0] * bs[1] * bs[2] * bs[3] : 1;
     size_t no = (size_t)(os[0] * os[1] * os[2] * os[3]);
     bstrides(as, sa);
@@ -248,6 +293,11 @@ const char *cm_eltwise(void *out, int od, const void *a, int ad, const i64 *as, 
         return err;
     }
     if (op == EW_DIV) return "integer division is not an eltwise op";
+    if (same_a && same_b) { /* no broadcast: chunks through small int64 buffers, in parallel */
+        EwIntJob j = {out, a, b, od, ad, bd, op, (int64_t)scalar, no};
+        cm_parallel_for((no + EWI_CHUNK - 1) / EWI_CHUNK, ew_int_task, &j);
+        return NULL;
+    }
     int64_t *ia = i64_copy(a, ad, (size_t)na), *ib = b ? i64_copy(b, bd, (size_t)nb) : NULL;
     int64_t *io = (int64_t *)malloc(no * 8 + 8), isc = (int64_t)scalar;
     const char *err = NULL;
@@ -306,8 +356,29 @@ static float unary_f(float x, int op, float alpha, float lo, float hi) {
     }
 }
 
+/* f32 in and out: chunks of the range in parallel, straight from the input (clamps get plain loops) */
+typedef struct { float *o; const float *x; int op; float alpha, lo, hi; size_t n, chunk; } ActJob;
+
+static void act_f32_task(void *ctx, size_t t) {
+    const ActJob *j = (const ActJob *)ctx;
+    size_t i0 = t * j->chunk, i1 = i0 + j->chunk < j->n ? i0 + j->chunk : j->n;
+    float *o = j->o, lo = j->lo, hi = j->hi;
+    const float *x = j->x;
+    switch (j->op) {
+    case A_RELU: for (size_t i = i0; i < i1; i++) o[i] = x[i] > 0.f ? x[i] : 0.f; break;
+    case A_RELU6: for (size_t i = i0; i < i1; i++) o[i] = x[i] < 0.f ? 0.f : x[i] > 6.f ? 6.f : x[i]; break;
+    case A_CLIP: for (size_t i = i0; i < i1; i++) o[i] = x[i] < lo ? lo : x[i] > hi ? hi : x[i]; break;
+    default: for (size_t i = i0; i < i1; i++) o[i] = unary_f(x[i], j->op, j->alpha, lo, hi); break;
+    }
+}
+
 const char *cm_activation(void *out, int od, const void *x, int xd, i64 n, int op, float alpha, float lo, float hi) {
     if (op < 0 || op >= A_COUNT) return "unknown activation";
+    if (xd == DT_F32 && od == DT_F32) {
+        ActJob j = {(float *)out, (const float *)x, op, alpha, lo, hi, (size_t)n, EW_CHUNK};
+        cm_parallel_for(((size_t)n + EW_CHUNK - 1) / EW_CHUNK, act_f32_task, &j);
+        return NULL;
+    }
     if (dt_is_float(xd)) {
         float *f = f32_copy(x, xd, (size_t)n);
         if (!f) return NOMEM;
@@ -329,31 +400,43 @@ const char *cm_activation(void *out, int od, const void *x, int xd, i64 n, int o
     return NULL;
 }
 
-/* ---- pool2d: max / avg; window clipped to the padded extent [-pt, H+pb) x [-pl, W+pr) ------------ */
+typedef struct {
+    void *out;
+    const void *x;
+    int od, xd, mode, count_pad, shift;
+    i64 H, W, Ho, Wo, kh, kw, sh, sw, pt, pb, pl, pr, mult, planes, ntasks;
+    int failed;
+} PoolJob;
 
-const char *cm_pool2d(void *out, int od, const void *x, int xd, i64 N, i64 C, i64 H, i64 W, i64 Ho, i64 Wo,
-                      i64 kh, i64 kw, i64 sh, i64 sw, i64 pt, i64 pb, i64 pl, i64 pr, int mode, int count_pad,
-                      i64 mult, int shift) {
-    size_t no = (size_t)(N * C * Ho * Wo), nx = (size_t)(N * C * H * W);
-    int is_f = dt_is_float(xd);
-    float *fx = is_f ? f32_copy(x, xd, nx) : NULL, *fo = is_f ? (float *)malloc(no * 4 + 4) : NULL;
-    int64_t *ix = is_f ? NULL : i64_copy(x, xd, nx), *io = is_f ? NULL : (int64_t *)malloc(no * 8 + 8);
-    const char *err = NULL;
-    if (is_f ? (!fx || !fo) : (!ix || !io)) { err = NOMEM; goto done; }
-    size_t o = 0;
-    for (i64 nc = 0; nc < N * C; nc++)
+/* planes [p0, p1) of N x C: each converted once into a per-task buffer, pooled, rounded into out */
+static void pool_task(void *ctx, size_t t) {
+    PoolJob *j = (PoolJob *)ctx;
+    i64 p0 = j->planes * (i64)t / j->ntasks, p1 = j->planes * ((i64)t + 1) / j->ntasks;
+    i64 H = j->H, W = j->W, Ho = j->Ho, Wo = j->Wo, kh = j->kh, kw = j->kw, sh = j->sh, sw = j->sw;
+    i64 pt = j->pt, pb = j->pb, pl = j->pl, pr = j->pr, mode = j->mode;
+    int is_f = dt_is_float(j->xd);
+    size_t xs = (size_t)(H * W), os = (size_t)(Ho * Wo), xe = (size_t)DT_SIZE[j->xd], oe = (size_t)DT_SIZE[j->od];
+    void *bx = malloc(xs * 8 + 8), *bo = malloc(os * 8 + 8);
+    if (!bx || !bo) { free(bx); free(bo); j->failed = 1; return; }
+    float *fx = (float *)bx, *fo = (float *)bo;
+    int64_t *ix = (int64_t *)bx, *io = (int64_t *)bo;
+    for (i64 nc = p0; nc < p1; nc++) {
+        const char *src = (const char *)j->x + (size_t)nc * xs * xe;
+        if (is_f) cm_to_f32(src, j->xd, xs, fx);
+        else cm_to_i64(src, j->xd, xs, ix);
+        size_t o = 0;
         for (i64 oh = 0; oh < Ho; oh++)
             for (i64 ow = 0; ow < Wo; ow++, o++) {
                 i64 h0 = oh * sh - pt, w0 = ow * sw - pl;
                 i64 h1 = h0 + kh < H + pb ? h0 + kh : H + pb, w1 = w0 + kw < W + pr ? w0 + kw : W + pr;
                 i64 pad_count = (h1 - h0) * (w1 - w0);
                 i64 hs = h0 > 0 ? h0 : 0, ws = w0 > 0 ? w0 : 0, he = h1 < H ? h1 : H, we = w1 < W ? w1 : W;
-                i64 count = count_pad ? pad_count : (he - hs) * (we - ws);
+                i64 count = j->count_pad ? pad_count : (he - hs) * (we - ws);
                 if (is_f) {
                     float acc = mode == 0 ? -INFINITY : 0.f;
                     for (i64 h = hs; h < he; h++)
                         for (i64 w = ws; w < we; w++) {
-                            float v = fx[(nc * H + h) * W + w];
+                            float v = fx[h * W + w];
                             if (mode == 0) acc = (v > acc || v != v) ? v : acc;
                             else acc += v;
                         }
@@ -362,18 +445,32 @@ const char *cm_pool2d(void *out, int od, const void *x, int xd, i64 N, i64 C, i6
                     int64_t acc = mode == 0 ? INT64_MIN : 0;
                     for (i64 h = hs; h < he; h++)
                         for (i64 w = ws; w < we; w++) {
-                            int64_t v = ix[(nc * H + h) * W + w];
+                            int64_t v = ix[h * W + w];
                             if (mode == 0) acc = v > acc ? v : acc;
                             else acc += v;
                         }
-                    io[o] = mode == 0 ? acc : rshift_rhaz(acc * mult, shift);
+                    io[o] = mode == 0 ? acc : rshift_rhaz(acc * j->mult, j->shift);
                 }
             }
-    if (is_f) cm_from_f32(fo, no, od, out);
-    else cm_from_i64_sat(io, no, od, out);
-done:
-    free(fx); free(fo); free(ix); free(io);
-    return err;
+        char *dst = (char *)j->out + (size_t)nc * os * oe;
+        if (is_f) cm_from_f32(fo, os, j->od, dst);
+        else cm_from_i64_sat(io, os, j->od, dst);
+    }
+    free(bx);
+    free(bo);
+}
+
+/* ---- pool2d: max / avg; window clipped to the padded extent [-pt, H+pb) x [-pl, W+pr); threaded over planes */
+
+const char *cm_pool2d(void *out, int od, const void *x, int xd, i64 N, i64 C, i64 H, i64 W, i64 Ho, i64 Wo,
+                      i64 kh, i64 kw, i64 sh, i64 sw, i64 pt, i64 pb, i64 pl, i64 pr, int mode, int count_pad,
+                      i64 mult, int shift) {
+    PoolJob j = {out, x, od, xd, mode, count_pad, shift, H, W, Ho, Wo, kh, kw, sh, sw, pt, pb, pl, pr, mult,
+                 N * C, 1, 0};
+    i64 work = N * C * Ho * Wo * kh * kw;
+    j.ntasks = work < 100000 ? 1 : (N * C < 64 ? N * C : 64);
+    cm_parallel_for((size_t)j.ntasks, pool_task, &j);
+    return j.failed ? NOMEM : NULL;
 }
 
 /* ---- LUT: out[i] = table[x[i] & 0xff] (the byte of x as an unsigned index) -------------------- */
@@ -381,6 +478,15 @@ done:
 const char *cm_lut(void *out, int od, const void *x, int xd, i64 n, const void *table) {
     (void)xd;
     size_t es = (size_t)DT_SIZE[od];
+    const uint8_t *xi = (const uint8_t *)x;
+    if (es == 1) {
+        for (i64 i = 0; i < n; i++) ((uint8_t *)out)[i] = ((const uint8_t *)table)[xi[i]];
+        return NULL;
+    }
+    if (es == 2) {
+        for (i64 i = 0; i < n; i++) ((uint16_t *)out)[i] = ((const uint16_t *)table)[xi[i]];
+        return NULL;
+    }
     for (i64 i = 0; i < n; i++) {
         uint8_t idx = ((const uint8_t *)x)[i];
         memcpy((char *)out + (size_t)i * es, (const char *)table + idx * es, es);
@@ -390,8 +496,115 @@ const char *cm_lut(void *out, int od, const void *x, int xd, i64 n, const void *
 
 /* ---- requant: out = sat(rshift_rhaz(x * mult[c], shift[c]) + zp) --------------------------------- */
 
+typedef struct {
+    void *out;
+    const void *x;
+    int od, xd;
+    i64 C, inner, planes, ntasks, nparams, zp;
+    const int32_t *mult, *shift;
+} RqJob;
+
+/* one channel plane: typed loads and stores, the rounding shift of rshift_rhaz written out */
+#define RQ_LOOP(TIN, TOUT)                                                                                   \
+    do {                                                                                                     \
+        const TIN *xi = (const TIN *)j->x + pl * inner;                                                      \
+        TOUT *o = (TOUT *)j->out + pl * inner;                                                               \
+        for (i64 i = 0; i < inner; i++) {                                                                    \
+            int64_t v = (int64_t)xi[i] * m, sg = v < 0 ? -1 : 0; /* branch-free: sign * ((|v| + half) >> s) */ \
+            v = ((((v ^ sg) - sg) + half) >> s ^ sg) - sg;                                                   \
+            v += zp;                                                                                         \
+            o[i] = (TOUT)(v < lo ? lo : v > hi ? hi : v);                                                    \
+        }                                                                                                    \
+    } while (0)
+
+/* the loop over planes, compiled twice: portable and AVX2 (64-bit products vectorised 4-wide) */
+#define RQ_TASK_BODY \
+    const RqJob *j = (const RqJob *)ctx;                                                                         \
+    i64 p0 = j->planes * (i64)t / j->ntasks, p1 = j->planes * ((i64)t + 1) / j->ntasks, inner = j->inner;        \
+    int64_t lo = dt_min(j->od), hi = dt_max(j->od), zp = j->zp;                                                  \
+    for (i64 pl = p0; pl < p1; pl++) {                                                                           \
+        i64 p = j->nparams == 1 ? 0 : pl % j->C;                                                                 \
+        int64_t m = j->mult[p];                                                                                  \
+        int s = j->shift[p];                                                                                     \
+        int64_t half = s > 0 ? (int64_t)1 << (s - 1) : 0; /* s = 0: (|v| + 0) >> 0 = |v|, v unchanged */         \
+        if (j->xd == DT_I32 && j->od == DT_I8) RQ_LOOP(int32_t, int8_t);                                         \
+        else if (j->xd == DT_I32 && j->od == DT_I32) RQ_LOOP(int32_t, int32_t);                                  \
+        else if (j->xd == DT_I32 && j->od == DT_U8) RQ_LOOP(int32_t, uint8_t);                                   \
+        else if (j->xd == DT_I8 && j->od == DT_I8) RQ_LOOP(int8_t, int8_t);                                      \
+        else if (j->xd == DT_I8 && j->od == DT_I32) RQ_LOOP(int8_t, int32_t);                                    \
+        else if (j->xd == DT_I8 && j->od == DT_U8) RQ_LOOP(int8_t, uint8_t);                                     \
+        else if (j->xd == DT_U8 && j->od == DT_I8) RQ_LOOP(uint8_t, int8_t);                                     \
+        else if (j->xd == DT_U8 && j->od == DT_I32) RQ_LOOP(uint8_t, int32_t);                                   \
+        else RQ_LOOP(uint8_t, uint8_t);                                                                          \
+    }                                                                                                            \
+
+static void rq_task(void *ctx, size_t t) { RQ_TASK_BODY }
+
+#if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
+#include <immintrin.h>
+
+/* int32 -> int8, 4 lanes of int64: the same formula (|x m| + half) >> s with the sign put back, + zp, clamp */
+__attribute__((target("avx2")))
+static i64 rq_i32_i8_avx2(const int32_t *x, int8_t *o, i64 n, int64_t m, int s, int64_t half, int64_t zp) {
+    __m256i vm = _mm256_set1_epi64x(m), vh = _mm256_set1_epi64x(half), vz = _mm256_set1_epi64x(zp);
+    __m256i lo = _mm256_set1_epi64x(-128), hi = _mm256_set1_epi64x(127), zero = _mm256_setzero_si256();
+    __m128i cnt = _mm_cvtsi32_si128(s);
+    i64 i = 0;
+    for (; i + 4 <= n; i += 4) {
+        __m256i v = _mm256_cvtepi32_epi64(_mm_loadu_si128((const __m128i *)(x + i)));
+        v = _mm256_mul_epi32(v, vm);                          /* signed 32 x 32 -> 64 (m < 2^31) */
+        __m256i sg = _mm256_cmpgt_epi64(zero, v);
+        v = _mm256_sub_epi64(_mm256_xor_si256(v, sg), sg);    /* |v| */
+        v = _mm256_srl_epi64(_mm256_add_epi64(v, vh), cnt);
+        v = _mm256_add_epi64(_mm256_sub_epi64(_mm256_xor_si256(v, sg), sg), vz);
+        v = _mm256_blendv_epi8(v, lo, _mm256_cmpgt_epi64(lo, v));
+        v = _mm256_blendv_epi8(v, hi, _mm256_cmpgt_epi64(v, hi));
+        int32_t lanes[8];
+        _mm256_storeu_si256((__m256i *)lanes, v);
+        o[i] = (int8_t)lanes[0]; o[i + 1] = (int8_t)lanes[2]; o[i + 2] = (int8_t)lanes[4]; o[i + 3] = (int8_t)lanes[6];
+    }
+    return i;
+}
+
+__attribute__((target("avx2"))) static void rq_task_avx2_other(void *ctx, size_t t) { RQ_TASK_BODY }
+
+__attribute__((target("avx2"))) static void rq_task_avx2(void *ctx, size_t t) {
+    const RqJob *j = (const RqJob *)ctx;
+    if (j->xd == DT_I32 && j->od == DT_I8) {
+        i64 p0 = j->planes * (i64)t / j->ntasks, p1 = j->planes * ((i64)t + 1) / j->ntasks, inner = j->inner;
+        for (i64 pl = p0; pl < p1; pl++) {
+            i64 p = j->nparams == 1 ? 0 : pl % j->C;
+            int64_t m = j->mult[p], lo = -128, hi = 127, zp = j->zp;
+            int s = j->shift[p];
+            int64_t half = s > 0 ? (int64_t)1 << (s - 1) : 0;
+            const int32_t *xi = (const int32_t *)j->x + pl * inner;
+            int8_t *o = (int8_t *)j->out + pl * inner;
+            for (i64 i = rq_i32_i8_avx2(xi, o, inner, m, s, half, zp); i < inner; i++) {
+                int64_t v = (int64_t)xi[i] * m, sg = v < 0 ? -1 : 0;
+                v = ((((v ^ sg) - sg) + half) >> s ^ sg) - sg;
+                v += zp;
+                o[i] = (int8_t)(v < lo ? lo : v > hi ? hi : v);
+            }
+        }
+        return;
+    }
+    rq_task_avx2_other(ctx, t);
+}
+#endif
+
 const char *cm_requant(void *out, int od, const void *x, int xd, i64 N, i64 C, i64 inner, const int32_t *mult,
                        const int32_t *shift, i64 nparams, i64 zp) {
+    int known = (xd == DT_I32 || xd == DT_I8 || xd == DT_U8) && (od == DT_I32 || od == DT_I8 || od == DT_U8);
+    if (known) { /* every integer dtype pair: straight from the input, threaded over channel planes */
+        RqJob j = {out, x, od, xd, C, inner, N * C, 1, nparams, zp, mult, shift};
+        j.ntasks = N * C * inner < 65536 ? 1 : (N * C < 64 ? N * C : 64);
+        cm_task_fn fn = rq_task;
+#ifdef CM_DW_AVX2
+        if (cm_simd_level() > 0) fn = rq_task_avx2;
+#endif
+        cm_parallel_for((size_t)j.ntasks, fn, &j);
+        return NULL;
+    }
     size_t n = (size_t)(N * C * inner);
     int64_t *v = i64_copy(x, xd, n);
     if (!v) return NOMEM;

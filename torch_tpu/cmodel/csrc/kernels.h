@@ -27,4 +27,13 @@ const char *cm_reduce(void *out, int od, const void *x, int xd, const i64 *shape
 const char *cm_softmax(void *out, int od, const void *x, int xd, const i64 *shape, int axis, int log);
 const char *cm_layernorm(void *out, int od, const void *x, int xd, const i64 *shape, int axis, const void *w, int wd,
                          const void *b, int bd, float eps);
+
+/* kernels_misc.c: exact selection kernels (compare codes = index in isa.COMPARE_OPS) */
+enum { CMP_EQ = 0, CMP_NE = 1, CMP_LT = 2, CMP_LE = 3, CMP_GT = 4, CMP_GE = 5 };
+const char *cm_compare(uint8_t *out, const void *a, int ad, const i64 *as, const void *b, int bd, const i64 *bs,
+                       const i64 *os, int op, double scalar);
+const char *cm_select(void *out, const uint8_t *cond, const i64 *cs, const void *a, const i64 *as, const void *b,
+                      const i64 *bs, const i64 *os, int esize);
+const char *cm_gather(void *out, const void *table, i64 rows, const int32_t *index, const void *prev, i64 count,
+                      i64 d, i64 base, int esize);
 #endif

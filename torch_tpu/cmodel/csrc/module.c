@@ -17,8 +17,12 @@
 #include <Python.h>
 #include "common.h"
 #include "kernels.h"
+#include "threads.h"
 
 int cm_set_simd(int level);
+
+/* run a kernel with the GIL released: it touches only the buffers held above (and may start threads) */
+#define RUN_NOGIL(err, call) do { Py_BEGIN_ALLOW_THREADS err = (call); Py_END_ALLOW_THREADS } while (0)
 
 typedef struct { Py_buffer v; int held; } Buf;
 
@@ -144,6 +148,51 @@ static int parse_desc(PyObject *t, Desc *d) {
     return 0;
 }
 
+/* how much of one (n, c) plane is contiguous on a side: 2 the whole H x W plane, 1 each row, 0 single elements */
+static int copy_mode(const Desc *d, const i64 *s) {
+    if (d->kind == 1) return 2;
+    int rows = s[3] == 1 || d->a[4] == 1;
+    return rows && (s[2] == 1 || d->a[3] == s[3]) ? 2 : rows ? 1 : 0;
+}
+
+#define COPY_PARALLEL_BYTES ((i64)1 << 20)
+
+typedef struct {
+    char *dp;
+    const char *sp;
+    const Desc *D, *S;
+    const i64 *s;
+    i64 esize;
+    int mode;   /* the smaller copy_mode of the two sides */
+    i64 ntasks; /* the (n, c) planes are split into this many contiguous ranges */
+} CopyJob;
+
+static void copy_plane(const CopyJob *j, i64 n, i64 c) {
+    i64 H = j->s[2], W = j->s[3], es = j->esize;
+    char *d = j->dp + desc_off(j->D, n, c, 0, 0, W, es);
+    const char *s = j->sp + desc_off(j->S, n, c, 0, 0, W, es);
+    if (j->mode == 2) { memmove(d, s, (size_t)(H * W * es)); return; }
+    /* per-row / per-element steps in bytes (a lane plane is dense) */
+    i64 dh = j->D->kind == 1 ? W * es : j->D->a[3] * es, dw = j->D->kind == 1 ? es : j->D->a[4] * es;
+    i64 sh = j->S->kind == 1 ? W * es : j->S->a[3] * es, sw = j->S->kind == 1 ? es : j->S->a[4] * es;
+    for (i64 h = 0; h < H; h++, d += dh, s += sh) {
+        if (j->mode == 1) { memmove(d, s, (size_t)(W * es)); continue; }
+        char *dd = d;
+        const char *ss = s;
+        switch (es) {
+        case 4: for (i64 w = 0; w < W; w++, dd += dw, ss += sw) memmove(dd, ss, 4); break;
+        case 2: for (i64 w = 0; w < W; w++, dd += dw, ss += sw) memmove(dd, ss, 2); break;
+        default: for (i64 w = 0; w < W; w++, dd += dw, ss += sw) *dd = *ss; break;
+        }
+    }
+}
+
+static void copy_task(void *ctx, size_t t) {
+    const CopyJob *j = (const CopyJob *)ctx;
+    i64 planes = j->s[0] * j->s[1], p0 = planes * (i64)t / j->ntasks, p1 = planes * ((i64)t + 1) / j->ntasks;
+    for (i64 p = p0; p < p1; p++) copy_plane(j, p / j->s[1], p % j->s[1]);
+}
+
 static PyObject *py_copy(PyObject *self, PyObject *args) {
     PyObject *dst, *src, *dd, *sd;
     i64 s[4], esize;
@@ -155,21 +204,14 @@ static PyObject *py_copy(PyObject *self, PyObject *args) {
     if (buf_get(dst, &b[0], 1, "dst") || buf_get(src, &b[1], 0, "src")) return finish(NULL, b, 2);
     if (desc_prepare(&D, &b[0], s, esize, "destination") || desc_prepare(&S, &b[1], s, esize, "source"))
         return finish(NULL, b, 2);
-    char *dp = (char *)b[0].v.buf;
-    const char *sp = (const char *)b[1].v.buf;
-    int contiguous = (D.kind == 1 || D.a[4] == 1) && (S.kind == 1 || S.a[4] == 1);
-    for (i64 n = 0; n < s[0]; n++)
-        for (i64 c = 0; c < s[1]; c++)
-            for (i64 h = 0; h < s[2]; h++) {
-                if (contiguous) {
-                    memmove(dp + desc_off(&D, n, c, h, 0, s[3], esize), sp + desc_off(&S, n, c, h, 0, s[3], esize),
-                            (size_t)(s[3] * esize));
-                } else {
-                    for (i64 w = 0; w < s[3]; w++)
-                        memmove(dp + desc_off(&D, n, c, h, w, s[3], esize), sp + desc_off(&S, n, c, h, w, s[3], esize),
-                                (size_t)esize);
-                }
-            }
+    CopyJob job = {(char *)b[0].v.buf, (const char *)b[1].v.buf, &D, &S, s, esize, copy_mode(&D, s) < copy_mode(&S, s)
+                   ? copy_mode(&D, s) : copy_mode(&S, s), 0};
+    i64 planes = s[0] * s[1], bytes = planes * s[2] * s[3] * esize;
+    /* DDR -> DDR copies stay serial: should the two views overlap, the result must not depend on the split */
+    job.ntasks = (b[0].v.buf == b[1].v.buf || bytes < COPY_PARALLEL_BYTES) ? 1 : (planes < 64 ? planes : 64);
+    Py_BEGIN_ALLOW_THREADS
+    cm_parallel_for((size_t)job.ntasks, copy_task, &job);
+    Py_END_ALLOW_THREADS
     return finish(NULL, b, 2);
 }
 
@@ -203,8 +245,9 @@ static PyObject *py_conv2d(PyObject *self, PyObject *args) {
     if (buf_need(&b[0], N * Cout * Ho * Wo, od, "out") || buf_need(&b[1], N * Cin * H * W, xd, "x") ||
         buf_need(&b[2], Cout * (Cin / g) * kh * kw, wd, "w") || (b[3].held && buf_need(&b[3], Cout, bd, "bias")))
         return finish(NULL, b, 4);
-    const char *err = cm_conv2d(b[0].v.buf, od, b[1].v.buf, xd, b[2].v.buf, wd, b[3].held ? b[3].v.buf : NULL, bd,
-                                N, Cin, H, W, Cout, kh, kw, Ho, Wo, sh, sw, pt, pl, dh, dw, g, act, lo, hi);
+    const char *err;
+    RUN_NOGIL(err, cm_conv2d(b[0].v.buf, od, b[1].v.buf, xd, b[2].v.buf, wd, b[3].held ? b[3].v.buf : NULL, bd,
+                                N, Cin, H, W, Cout, kh, kw, Ho, Wo, sh, sw, pt, pl, dh, dw, g, act, lo, hi));
     return finish(err, b, 4);
 }
 
@@ -230,8 +273,9 @@ static PyObject *py_matmul(PyObject *self, PyObject *args) {
     if (buf_need(&b[0], B * M * N, od, "out") || buf_need(&b[1], B * M * K, ad, "a") ||
         buf_need(&b[2], Bb * K * N, bd, "b") || (b[3].held && buf_need(&b[3], N, biasd, "bias")))
         return finish(NULL, b, 4);
-    const char *err = cm_matmul(b[0].v.buf, od, b[1].v.buf, ad, b[2].v.buf, bd, b[3].held ? b[3].v.buf : NULL,
-                                biasd, B, Bb, M, K, N, act, lo, hi);
+    const char *err;
+    RUN_NOGIL(err, cm_matmul(b[0].v.buf, od, b[1].v.buf, ad, b[2].v.buf, bd, b[3].held ? b[3].v.buf : NULL,
+                                biasd, B, Bb, M, K, N, act, lo, hi));
     return finish(err, b, 4);
 }
 
@@ -257,8 +301,9 @@ static PyObject *py_eltwise(PyObject *self, PyObject *args) {
         buf_need(&b[1], as[0] * as[1] * as[2] * as[3], ad, "a") ||
         (b[2].held && buf_need(&b[2], bs[0] * bs[1] * bs[2] * bs[3], bd, "b")))
         return finish(NULL, b, 3);
-    const char *err = cm_eltwise(b[0].v.buf, od, b[1].v.buf, ad, as, b[2].held ? b[2].v.buf : NULL, bd, bs, os, op,
-                                 scalar);
+    const char *err;
+    RUN_NOGIL(err, cm_eltwise(b[0].v.buf, od, b[1].v.buf, ad, as, b[2].held ? b[2].v.buf : NULL, bd, bs, os, op,
+                                 scalar));
     return finish(err, b, 3);
 }
 
@@ -272,7 +317,9 @@ static PyObject *py_activation(PyObject *self, PyObject *args) {
     if (same_class(xd, od, "activation")) return NULL;
     if (buf_get(o, &b[0], 1, "out") || buf_get(x, &b[1], 0, "x")) return finish(NULL, b, 2);
     if (buf_need(&b[0], n, od, "out") || buf_need(&b[1], n, xd, "x")) return finish(NULL, b, 2);
-    return finish(cm_activation(b[0].v.buf, od, b[1].v.buf, xd, n, op, alpha, lo, hi), b, 2);
+    const char *err;
+    RUN_NOGIL(err, cm_activation(b[0].v.buf, od, b[1].v.buf, xd, n, op, alpha, lo, hi));
+    return finish(err, b, 2);
 }
 
 static PyObject *py_pool2d(PyObject *self, PyObject *args) {
@@ -292,8 +339,10 @@ static PyObject *py_pool2d(PyObject *self, PyObject *args) {
     if (same_class(xd, od, "pool2d")) return NULL;
     if (buf_get(o, &b[0], 1, "out") || buf_get(x, &b[1], 0, "x")) return finish(NULL, b, 2);
     if (buf_need(&b[0], N * C * Ho * Wo, od, "out") || buf_need(&b[1], N * C * H * W, xd, "x")) return finish(NULL, b, 2);
-    return finish(cm_pool2d(b[0].v.buf, od, b[1].v.buf, xd, N, C, H, W, Ho, Wo, kh, kw, sh, sw, pt, pb, pl, pr, mode,
-                            count_pad, mult, shift), b, 2);
+    const char *err;
+    RUN_NOGIL(err, cm_pool2d(b[0].v.buf, od, b[1].v.buf, xd, N, C, H, W, Ho, Wo, kh, kw, sh, sw, pt, pb, pl, pr, mode,
+                            count_pad, mult, shift));
+    return finish(err, b, 2);
 }
 
 static PyObject *py_lut(PyObject *self, PyObject *args) {
@@ -306,7 +355,9 @@ static PyObject *py_lut(PyObject *self, PyObject *args) {
     if (buf_get(o, &b[0], 1, "out") || buf_get(x, &b[1], 0, "x") || buf_get(t, &b[2], 0, "table")) return finish(NULL, b, 3);
     if (buf_need(&b[0], n, od, "out") || buf_need(&b[1], n, xd, "x") || buf_need(&b[2], 256, od, "table"))
         return finish(NULL, b, 3);
-    return finish(cm_lut(b[0].v.buf, od, b[1].v.buf, xd, n, b[2].v.buf), b, 3);
+    const char *err;
+    RUN_NOGIL(err, cm_lut(b[0].v.buf, od, b[1].v.buf, xd, n, b[2].v.buf));
+    return finish(err, b, 3);
 }
 
 static PyObject *py_requant(PyObject *self, PyObject *args) {
@@ -343,7 +394,9 @@ static PyObject *py_cast(PyObject *self, PyObject *args) {
     if (!PyArg_ParseTuple(args, "OiOiLfLi", &o, &od, &x, &xd, &n, &scale, &zp, &mode)) return NULL;
     if (buf_get(o, &b[0], 1, "out") || buf_get(x, &b[1], 0, "x")) return finish(NULL, b, 2);
     if (buf_need(&b[0], n, od, "out") || buf_need(&b[1], n, xd, "x")) return finish(NULL, b, 2);
-    return finish(cm_cast(b[0].v.buf, od, b[1].v.buf, xd, n, scale, zp, mode), b, 2);
+    const char *err;
+    RUN_NOGIL(err, cm_cast(b[0].v.buf, od, b[1].v.buf, xd, n, scale, zp, mode));
+    return finish(err, b, 2);
 }
 
 static PyObject *py_reduce(PyObject *self, PyObject *args) {
@@ -359,7 +412,9 @@ static PyObject *py_reduce(PyObject *self, PyObject *args) {
     for (int d = 0; d < 4; d++) no *= (mask >> d) & 1 ? 1 : s[d];
     if (buf_get(o, &b[0], 1, "out") || buf_get(x, &b[1], 0, "x")) return finish(NULL, b, 2);
     if (buf_need(&b[0], no, od, "out") || buf_need(&b[1], s[0] * s[1] * s[2] * s[3], xd, "x")) return finish(NULL, b, 2);
-    return finish(cm_reduce(b[0].v.buf, od, b[1].v.buf, xd, s, mask, op), b, 2);
+    const char *err;
+    RUN_NOGIL(err, cm_reduce(b[0].v.buf, od, b[1].v.buf, xd, s, mask, op));
+    return finish(err, b, 2);
 }
 
 static PyObject *py_softmax(PyObject *self, PyObject *args) {
@@ -376,7 +431,9 @@ static PyObject *py_softmax(PyObject *self, PyObject *args) {
     i64 n = s[0] * s[1] * s[2] * s[3];
     if (buf_get(o, &b[0], 1, "out") || buf_get(x, &b[1], 0, "x")) return finish(NULL, b, 2);
     if (buf_need(&b[0], n, od, "out") || buf_need(&b[1], n, xd, "x")) return finish(NULL, b, 2);
-    return finish(cm_softmax(b[0].v.buf, od, b[1].v.buf, xd, s, axis, log), b, 2);
+    const char *err;
+    RUN_NOGIL(err, cm_softmax(b[0].v.buf, od, b[1].v.buf, xd, s, axis, log));
+    return finish(err, b, 2);
 }
 
 static PyObject *py_layernorm(PyObject *self, PyObject *args) {
@@ -401,8 +458,87 @@ static PyObject *py_layernorm(PyObject *self, PyObject *args) {
     if (buf_need(&b[0], n, od, "out") || buf_need(&b[1], n, xd, "x") || (b[2].held && buf_need(&b[2], inner, wd, "weight")) ||
         (b[3].held && buf_need(&b[3], inner, bd, "bias")))
         return finish(NULL, b, 4);
-    return finish(cm_layernorm(b[0].v.buf, od, b[1].v.buf, xd, s, axis, b[2].held ? b[2].v.buf : NULL, wd,
-                               b[3].held ? b[3].v.buf : NULL, bd, eps), b, 4);
+    const char *err;
+    RUN_NOGIL(err, cm_layernorm(b[0].v.buf, od, b[1].v.buf, xd, s, axis, b[2].held ? b[2].v.buf : NULL, wd,
+                               b[3].held ? b[3].v.buf : NULL, bd, eps));
+    return finish(err, b, 4);
+}
+
+/* ---- selection kernels (kernels_misc.c) ---------------------------------------------------------- */
+
+static int bcast_ok(const i64 *s, const i64 *os, const char *kernel, const char *name) {
+    for (int k = 0; k < 4; k++)
+        if (s[k] != os[k] && s[k] != 1) {
+            PyErr_Format(PyExc_ValueError, "%s: operand '%s' does not broadcast to the output", kernel, name);
+            return -1;
+        }
+    return 0;
+}
+
+static PyObject *py_compare(PyObject *self, PyObject *args) {
+    PyObject *o, *a, *bb;
+    int ad, bd, op;
+    i64 as[4], bs[4], os[4];
+    double scalar;
+    Buf b[3] = {{.held = 0}, {.held = 0}, {.held = 0}};
+    if (!PyArg_ParseTuple(args, "OOi(LLLL)Oi(LLLL)(LLLL)id", &o, &a, &ad, &as[0], &as[1], &as[2], &as[3], &bb, &bd,
+                          &bs[0], &bs[1], &bs[2], &bs[3], &os[0], &os[1], &os[2], &os[3], &op, &scalar))
+        return NULL;
+    if (dims_ok(as, 4) || dims_ok(bs, 4) || dims_ok(os, 4)) return NULL;
+    if (bcast_ok(as, os, "compare", "a") || (bb != Py_None && bcast_ok(bs, os, "compare", "b"))) return NULL;
+    if (op < 0 || op > 5) { PyErr_SetString(PyExc_ValueError, "compare: unknown op"); return NULL; }
+    if (bb != Py_None && same_class(ad, bd, "compare")) return NULL;
+    if (!dt_valid(ad)) { PyErr_SetString(PyExc_ValueError, "compare: unknown dtype"); return NULL; }
+    if (buf_get(o, &b[0], 1, "out") || buf_get(a, &b[1], 0, "a") || buf_get(bb, &b[2], 0, "b"))
+        return finish(NULL, b, 3);
+    if (buf_need(&b[0], os[0] * os[1] * os[2] * os[3], DT_U8, "out") ||
+        buf_need(&b[1], as[0] * as[1] * as[2] * as[3], ad, "a") ||
+        (b[2].held && buf_need(&b[2], bs[0] * bs[1] * bs[2] * bs[3], bd, "b")))
+        return finish(NULL, b, 3);
+    return finish(cm_compare((uint8_t *)b[0].v.buf, b[1].v.buf, ad, as, b[2].held ? b[2].v.buf : NULL, bd, bs, os, op,
+                             scalar), b, 3);
+}
+
+static PyObject *py_select(PyObject *self, PyObject *args) {
+    PyObject *o, *c, *a, *bb;
+    int dt;
+    i64 cs[4], as[4], bs[4], os[4];
+    Buf b[4] = {{.held = 0}, {.held = 0}, {.held = 0}, {.held = 0}};
+    if (!PyArg_ParseTuple(args, "OiO(LLLL)O(LLLL)O(LLLL)(LLLL)", &o, &dt, &c, &cs[0], &cs[1], &cs[2], &cs[3], &a,
+                          &as[0], &as[1], &as[2], &as[3], &bb, &bs[0], &bs[1], &bs[2], &bs[3], &os[0], &os[1], &os[2],
+                          &os[3]))
+        return NULL;
+    if (dims_ok(cs, 4) || dims_ok(as, 4) || dims_ok(bs, 4) || dims_ok(os, 4)) return NULL;
+    if (bcast_ok(cs, os, "select", "cond") || bcast_ok(as, os, "select", "a") || bcast_ok(bs, os, "select", "b"))
+        return NULL;
+    if (buf_get(o, &b[0], 1, "out") || buf_get(c, &b[1], 0, "cond") || buf_get(a, &b[2], 0, "a") ||
+        buf_get(bb, &b[3], 0, "b"))
+        return finish(NULL, b, 4);
+    if (buf_need(&b[0], os[0] * os[1] * os[2] * os[3], dt, "out") ||
+        buf_need(&b[1], cs[0] * cs[1] * cs[2] * cs[3], DT_U8, "cond") ||
+        buf_need(&b[2], as[0] * as[1] * as[2] * as[3], dt, "a") ||
+        buf_need(&b[3], bs[0] * bs[1] * bs[2] * bs[3], dt, "b"))
+        return finish(NULL, b, 4);
+    return finish(cm_select(b[0].v.buf, (const uint8_t *)b[1].v.buf, cs, b[2].v.buf, as, b[3].v.buf, bs, os,
+                            DT_SIZE[dt]), b, 4);
+}
+
+static PyObject *py_gather(PyObject *self, PyObject *args) {
+    PyObject *o, *t, *ix, *pv;
+    int dt;
+    i64 rows, count, d, base;
+    Buf b[4] = {{.held = 0}, {.held = 0}, {.held = 0}, {.held = 0}};
+    if (!PyArg_ParseTuple(args, "OiOLOOLLL", &o, &dt, &t, &rows, &ix, &pv, &count, &d, &base)) return NULL;
+    i64 dims[3] = {rows, count, d};
+    if (dims_ok(dims, 3) || vals_ok(&base, 1)) return NULL;
+    if (buf_get(o, &b[0], 1, "out") || buf_get(t, &b[1], 0, "table") || buf_get(ix, &b[2], 0, "index") ||
+        buf_get(pv, &b[3], 0, "prev"))
+        return finish(NULL, b, 4);
+    if (buf_need(&b[0], count * d, dt, "out") || buf_need(&b[1], rows * d, dt, "table") ||
+        buf_need(&b[2], count, DT_I32, "index") || (b[3].held && buf_need(&b[3], count * d, dt, "prev")))
+        return finish(NULL, b, 4);
+    return finish(cm_gather(b[0].v.buf, b[1].v.buf, rows, (const int32_t *)b[2].v.buf, b[3].held ? b[3].v.buf : NULL,
+                            count, d, base, DT_SIZE[dt]), b, 4);
 }
 
 static PyObject *py_simd(PyObject *self, PyObject *args) { return PyUnicode_FromString(cm_simd_name()); }
@@ -415,6 +551,15 @@ static PyObject *py_set_simd(PyObject *self, PyObject *args) {
         PyErr_Format(PyExc_ValueError, "SIMD level '%s' is not available on this CPU", name);
         return NULL;
     }
+    Py_RETURN_NONE;
+}
+
+static PyObject *py_threads(PyObject *self, PyObject *args) { return PyLong_FromLong(cm_get_threads()); }
+
+static PyObject *py_set_threads(PyObject *self, PyObject *args) {
+    int n;
+    if (!PyArg_ParseTuple(args, "i", &n)) return NULL;
+    if (cm_set_threads(n)) { PyErr_Format(PyExc_ValueError, "thread count must be >= 0 (0: default), got %d", n); return NULL; }
     Py_RETURN_NONE;
 }
 
@@ -431,8 +576,13 @@ static PyMethodDef methods[] = {
     {"reduce", py_reduce, METH_VARARGS, "sum/mean/max/min reduction"},
     {"softmax", py_softmax, METH_VARARGS, "softmax / log-softmax"},
     {"layernorm", py_layernorm, METH_VARARGS, "layer normalization"},
+    {"compare", py_compare, METH_VARARGS, "comparison mask (uint8) with broadcast"},
+    {"select", py_select, METH_VARARGS, "cond ? a : b with broadcast"},
+    {"gather", py_gather, METH_VARARGS, "row gather by run-time int32 index"},
     {"simd", py_simd, METH_NOARGS, "the SIMD level the kernels use"},
     {"set_simd", py_set_simd, METH_VARARGS, "force a SIMD level: generic, avx2, avx512"},
+    {"threads", py_threads, METH_NOARGS, "how many threads the kernels use"},
+    {"set_threads", py_set_threads, METH_VARARGS, "set the kernels' thread count (0: the CPUs this process may use)"},
     {NULL, NULL, 0, NULL}};
 
 static struct PyModuleDef moddef = {PyModuleDef_HEAD_INIT, "_cmodel", "torch_tpu cmodel C kernels", -1, methods};
