@@ -236,7 +236,11 @@ def round_float(x: torch.Tensor, mode: str = "half_away_from_zero") -> torch.Ten
     """Round floats to integral values with one of :data:`ROUNDING_MODES` (same meanings as for integers)."""
     _check_mode(mode)
     if mode == "half_away_from_zero":
-        return torch.sign(x) * torch.floor(torch.abs(x) + 0.5)
+        # exact: |x| - floor(|x|) has no rounding error (Sterbenz), whereas floor(|x| + 0.5) rounds the sum
+        # first and sends e.g. f32 0.49999997 to 1
+        a = torch.abs(x)
+        t = torch.floor(a)
+        return torch.sign(x) * (t + (a - t >= 0.5).to(x.dtype))
     if mode == "half_even":
         return torch.round(x)
     if mode == "half_up":

@@ -71,10 +71,14 @@ def test_scale_shift(precision):
 
 
 def test_unsupported_op_names_op_and_node():
-    class Where(torch.nn.Module):
-        def forward(self, x):
-            return torch.where(x > 0, x, x * 2.0)
+    class Gather(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.register_buffer("idx", torch.tensor([[2, 0, 1, 1]]))
 
-    with pytest.raises(UnsupportedOpError, match=r"codegen\[bm1684x\].*unsupported op tpu.gt_const.* at node "
-                                                 r"'gt' .*codegen/driver.py"):
-        check_codegen(Where(), [torch.randn(1, 4)], precisions=("f32",))
+        def forward(self, x):
+            return torch.gather(x, 1, self.idx) * 2.0
+
+    with pytest.raises(UnsupportedOpError, match=r"codegen\[bm1684x\].*unsupported op tpu.gather.* "
+                                                 r"at node 'gather' .*codegen/driver.py"):
+        check_codegen(Gather(), [torch.randn(1, 4)], precisions=("f32",))

@@ -20,7 +20,7 @@ import torch.fx as fx
 from torch_tpu.cmodel.kernels_ref import from_torch
 from torch_tpu.cmodel.operands import DdrTensor, DType, LocalTensor, align_up
 from torch_tpu.errors import ProgramError
-from torch_tpu.lowering.codegen.ddr_plan import DDR_ALIGN, DdrPlan, stable_name
+from torch_tpu.lowering.codegen.ddr_plan import DDR_ALIGN, DdrPlan, cm_dtype, stable_name
 from torch_tpu.lowering.codegen.emitter import Emitter, ddr_view, sub_view, tile_bytes, to4d
 from torch_tpu.targets import Target
 
@@ -39,6 +39,12 @@ class WeightPacker:
         if key in self._cache:
             return self._cache[key]
         t = t.detach().contiguous().reshape(shape)
+        if not dtype.is_float and t.numel():
+            info = torch.iinfo(dtype.torch)
+            lo, hi = int(t.min()), int(t.max())
+            if lo < info.min or hi > info.max:
+                raise ProgramError(f"codegen: constant {key[0]} holds values in [{lo}, {hi}], outside "
+                                   f"{dtype.label}")
         raw = np.ascontiguousarray(from_torch(t, dtype)).tobytes()
         addr = align_up(len(self.blob), DDR_ALIGN)
         self.blob.extend(b"\0" * (addr - len(self.blob)) + raw)
@@ -68,7 +74,7 @@ class OpCtx:
         shape = shape4 or to4d(tuple(v.shape))
         if math.prod(shape) != v.numel():
             raise ProgramError(f"codegen: {self.layer}: view {shape} of {tuple(v.shape)}")
-        return ddr_view(self.plan.addr[node], shape, DType.from_torch(v.dtype))
+        return ddr_view(self.plan.addr[node], shape, cm_dtype(v.dtype))
 
     def out(self, shape4: tuple[int, int, int, int] | None = None) -> DdrTensor:
         return self.value(self.node, shape4)
@@ -88,7 +94,7 @@ class OpCtx:
         if self.is_const(arg):
             t = self.const_tensor(arg)
             shape = shape4 or to4d(tuple(t.shape))
-            return self.weights.add((arg.target, shape), t, shape, DType.from_torch(t.dtype))
+            return self.weights.add((arg.target, shape), t, shape, cm_dtype(t.dtype))
         return self.value(arg, shape4)
 
 
@@ -135,25 +141,35 @@ def row_batches(rows: int, lanes: int) -> int:
 
 def sliced_rows(ctx: OpCtx, xin: DdrTensor, out: DdrTensor, const_bytes: int,
                 emit: Callable[[LocalTensor, LocalTensor], None]) -> None:
-    """Tile an ``(nb, c, 1, k)`` input / ``(nb, c, 1, n)`` output pair of views along N (rows stay whole);
-    ``emit(x_tile, out_tile)`` writes the compute instruction(s) of one slice."""
-    nb, c, _, k = xin.shape
-    n = out.shape[3]
+    """Tile an ``(nb, c, h, k)`` input / ``(nb, c', h', n)`` output pair of views along N (each batch item
+    stays whole; an output with N = 1 < nb reduces over N and is never cut); ``emit(x_tile, out_tile)``
+    writes the compute instruction(s) of one slice."""
+    nb, c, h, k = xin.shape
+    on, oc, ho, n = out.shape
     t = ctx.target
-    slices, double = plan_slices(nb, 1, lambda b, r: tile_bytes(t, (b, c, 1, k), xin.dtype)
-                                 + tile_bytes(t, (b, c, 1, n), out.dtype), const_bytes, t.local_mem_bytes, ctx.layer)
+
+    def slice_bytes(b: int, _r: int) -> int:
+        return tile_bytes(t, (b, c, h, k), xin.dtype) + tile_bytes(t, (min(b, on), oc, ho, n), out.dtype)
+
+    if on != nb:
+        if slice_bytes(nb, 1) + const_bytes > t.local_mem_bytes:
+            raise ProgramError(f"codegen: {ctx.layer}: a reduction over N of {xin.shape} does not fit "
+                               f"{t.local_mem_bytes} bytes of local memory per lane")
+        slices, double = [(0, nb, 0, 1)], False
+    else:
+        slices, double = plan_slices(nb, 1, slice_bytes, const_bytes, t.local_mem_bytes, ctx.layer)
     b0, b1, _, _ = slices[0]
-    sets = [(ctx.em.arena.tile((b1 - b0, c, 1, k), xin.dtype), ctx.em.arena.tile((b1 - b0, c, 1, n), out.dtype))
-            for _ in range(2 if double else 1)]
+    sets = [(ctx.em.arena.tile((b1 - b0, c, h, k), xin.dtype),
+             ctx.em.arena.tile((min(b1 - b0, on), oc, ho, n), out.dtype)) for _ in range(2 if double else 1)]
 
     def load(i: int) -> LocalTensor:
         b0, b1, _, _ = slices[i]
-        xs = LocalTensor(0, sets[i % len(sets)][0].addr, (b1 - b0, c, 1, k), xin.dtype)
+        xs = LocalTensor(0, sets[i % len(sets)][0].addr, (b1 - b0, c, h, k), xin.dtype)
         ctx.em.load(sub_view(xin, (b0, 0, 0, 0), xs.shape), xs, ctx.layer)
         return xs
 
     def comp(i: int, xs: LocalTensor) -> LocalTensor:
-        os_ = LocalTensor(0, sets[i % len(sets)][1].addr, (xs.shape[0], c, 1, n), out.dtype)
+        os_ = LocalTensor(0, sets[i % len(sets)][1].addr, (min(xs.shape[0], on), oc, ho, n), out.dtype)
         emit(xs, os_)
         return os_
 

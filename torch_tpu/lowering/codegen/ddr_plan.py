@@ -19,6 +19,7 @@ from __future__ import annotations
 import dataclasses
 import math
 
+import torch
 import torch.fx as fx
 
 from torch_tpu.cmodel.operands import DType, align_up
@@ -42,10 +43,20 @@ def stable_name(node: fx.Node) -> str:
     return node.meta.get("stable_name", node.name)
 
 
+def cm_dtype(dtype: torch.dtype) -> DType:
+    """The cmodel storage dtype of a TPU-graph dtype: bool masks are uint8 (0 / 1) and int64 indices int32
+    (a Program takes and returns them so); every other dtype maps to itself."""
+    if dtype == torch.bool:
+        return DType.UINT8
+    if dtype == torch.int64:
+        return DType.INT32
+    return DType.from_torch(dtype)
+
+
 def value_nbytes(node: fx.Node) -> int:
     """Bytes of a node's tensor value in its cmodel dtype."""
     v = node.meta["val"]
-    return math.prod(v.shape) * DType.from_torch(v.dtype).size
+    return math.prod(v.shape) * cm_dtype(v.dtype).size
 
 
 @dataclasses.dataclass

@@ -13,12 +13,14 @@ from typing import Callable
 import torch
 import torch.fx as fx
 
-from torch_tpu.cmodel.operands import DType, align_up
+from torch_tpu.cmodel.operands import align_up
 from torch_tpu.cmodel.program import DdrRegion, IOTensor, Probe, Program
 from torch_tpu.errors import ProgramError, UnsupportedOpError
-from torch_tpu.lowering.codegen import ops_conv, ops_elementwise as ew, ops_matmul, ops_norm, ops_pool, ops_shape
+from torch_tpu.lowering.codegen import ops_conv, ops_elementwise as ew, ops_gather, ops_matmul, ops_norm, ops_pool
+from torch_tpu.lowering.codegen import ops_resize, ops_select, ops_shape
+from torch_tpu.lowering.codegen import ops_int8
 from torch_tpu.lowering.codegen.context import OpCtx, WeightPacker
-from torch_tpu.lowering.codegen.ddr_plan import DDR_ALIGN, DdrPlan, op_name, plan_ddr, stable_name
+from torch_tpu.lowering.codegen.ddr_plan import DDR_ALIGN, DdrPlan, cm_dtype, op_name, plan_ddr, stable_name
 from torch_tpu.lowering.codegen.emitter import Emitter
 from torch_tpu.targets import get_target
 
@@ -51,11 +53,21 @@ def _build_handlers() -> dict[str, Handler]:
     reg("max_pool2d", functools.partial(ops_pool.gen_pool2d, mode="max"))
     reg("avg_pool2d", functools.partial(ops_pool.gen_pool2d, mode="avg"))
     reg("adaptive_avg_pool2d", ops_pool.gen_adaptive_avg_pool2d)
-    for op in ("sum", "mean", "max", "min"):
+    for op in ("sum", "mean", "max", "min", "any"):
         reg(f"reduce_{op}", functools.partial(ops_pool.gen_reduce, op=op))
     reg("reshape", ops_shape.gen_reshape)
-    for op in ("permute", "expand", "concat", "slice", "pad"):
+    for op in ("permute", "expand", "concat", "slice", "pad", "copy", "full", "upsample_nearest2d"):
         reg(op, getattr(ops_shape, f"gen_{op}"))
+    for op in ops_select.COMPARISONS:
+        reg(op, functools.partial(ops_select.gen_compare, op=op))
+        reg(f"{op}_const", functools.partial(ops_select.gen_compare_const, op=op))
+    reg("logical_not", ops_select.gen_logical_not)
+    reg("logical_and", functools.partial(ops_select.gen_logical, op="and"))
+    reg("logical_or", functools.partial(ops_select.gen_logical, op="or"))
+    reg("where", ops_select.gen_where)
+    reg("embedding", ops_gather.gen_embedding)
+    reg("upsample_bilinear2d", ops_resize.gen_upsample_bilinear2d)
+    ops_int8.register(reg)
     return table
 
 
@@ -98,7 +110,7 @@ def codegen(tpu_gm: fx.GraphModule, target: str = "bm1684x", *, name: str = "mod
         v = n.meta.get("val")
         if n in plan.addr and isinstance(v, torch.Tensor):
             # the value is complete in DDR once the op's last instruction ran (an alias: its producer's)
-            probes.append(Probe(stable_name(n), tuple(v.shape), DType.from_torch(v.dtype), plan.addr[n],
+            probes.append(Probe(stable_name(n), tuple(v.shape), cm_dtype(v.dtype), plan.addr[n],
                                 em.instructions[-1].id if em.instructions else -1))
     inputs = [_io(n.meta.get("stable_name", n.name), n, plan) for n in tpu_gm.graph.nodes if n.op == "placeholder"]
     out_node = list(tpu_gm.graph.nodes)[-1]
@@ -117,4 +129,4 @@ def _io(io_name: str, n: fx.Node, plan: DdrPlan) -> IOTensor:
     v = n.meta["val"]
     if n not in plan.addr:
         raise ProgramError(f"codegen: IO value {io_name} ({n.op}) has no DDR address")
-    return IOTensor(io_name, tuple(v.shape), DType.from_torch(v.dtype), plan.addr[n])
+    return IOTensor(io_name, tuple(v.shape), cm_dtype(v.dtype), plan.addr[n])

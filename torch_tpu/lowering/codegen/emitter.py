@@ -15,8 +15,9 @@ new op's tiles after the previous op's last uses of the same bytes.
 
 from __future__ import annotations
 
+import itertools
 import math
-from typing import Any
+from typing import Any, Sequence
 
 from torch_tpu.cmodel import isa
 from torch_tpu.cmodel.operands import DdrTensor, DType, LocalTensor, align_up
@@ -150,3 +151,44 @@ def broadcast_view(t: DdrTensor, shape: tuple[int, int, int, int]) -> DdrTensor:
     """``t`` broadcast to ``shape``: a dim of 1 gets stride 0."""
     strides = tuple(0 if d == 1 and o != 1 else s for d, o, s in zip(t.shape, shape, t.strides))
     return DdrTensor(t.addr, tuple(shape), strides, t.dtype)
+
+
+def dense_strides(shape: Sequence[int]) -> tuple[int, ...]:
+    """Row-major element strides of a dense tensor of any rank."""
+    strides, acc = [], 1
+    for d in reversed(tuple(shape)):
+        strides.append(acc)
+        acc *= int(d)
+    return tuple(reversed(strides))
+
+
+def copy_nd(em: Emitter, layer: str, dtype: DType, shape: Sequence[int], src: tuple[int, Sequence[int]],
+            dst: tuple[int, Sequence[int]]) -> int:
+    """DDR -> DDR copy of an n-d strided view: ``dst[i] = src[i]`` for every index ``i`` of ``shape``.
+
+    ``src`` / ``dst`` are ``(byte address, element strides)``. Size-1 dims are dropped and neighbouring dims
+    that are contiguous with each other on both sides are merged; what is left as more than 4 dims is looped
+    over (one ``dma_copy`` per index of the leading dims). Returns the number of copies emitted.
+    """
+    if any(int(n) == 0 for n in shape):
+        return 0
+    dims: list[tuple[int, int, int]] = []
+    for n, ss, ds in zip(shape, src[1], dst[1]):
+        n, ss, ds = int(n), int(ss), int(ds)
+        if n == 1:
+            continue
+        if dims and dims[-1][1] == ss * n and dims[-1][2] == ds * n:
+            dims[-1] = (dims[-1][0] * n, ss, ds)
+        else:
+            dims.append((n, ss, ds))
+    lead, inner = dims[:-4] if len(dims) > 4 else [], dims[-4:]
+    inner = [(1, 0, 0)] * (4 - len(inner)) + inner
+    shape4 = tuple(n for n, _, _ in inner)
+    count = 0
+    for idx in itertools.product(*[range(n) for n, _, _ in lead]):
+        so = sum(i * ss for i, (_, ss, _) in zip(idx, lead)) * dtype.size
+        do = sum(i * ds for i, (_, _, ds) in zip(idx, lead)) * dtype.size
+        em.emit(isa.DmaCopy, layer, src=DdrTensor(src[0] + so, shape4, tuple(ss for _, ss, _ in inner), dtype),
+                dst=DdrTensor(dst[0] + do, shape4, tuple(ds for _, _, ds in inner), dtype))
+        count += 1
+    return count

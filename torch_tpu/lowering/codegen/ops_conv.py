@@ -7,13 +7,16 @@ Output rows ``[o0, o1)`` of a slice read input rows (the halo included)::
 
 so that the slice's own conv (same kernel, stride, dilation, left/right pads) yields exactly rows
 ``o0..o1-1``. The weight ``(1, Cout, 1, Cin/g * kh * kw)`` (OIHW flattened, Cout on the lanes) and the bias
-``(1, Cout, 1, 1)`` are packed in the weight region in that layout and loaded once per op.
+``(1, Cout, 1, 1)`` are packed in the weight region in that layout and loaded once per op; when they do not
+fit a lane next to one output row, the op is cut into blocks of output channels (all input channels for
+``groups == 1``, whole groups with their input channels otherwise), each loading its own weight rows.
 """
 
 from __future__ import annotations
 
 from torch_tpu.cmodel import isa
 from torch_tpu.cmodel.operands import DType, LocalTensor
+from torch_tpu.errors import ProgramError
 from torch_tpu.lowering.codegen.context import OpCtx, plan_slices, run_pipeline
 from torch_tpu.lowering.codegen.emitter import sub_view, tile_bytes
 
@@ -65,7 +68,9 @@ def sliced_window(ctx: OpCtx, x_ddr, out_ddr, kernel, stride, pad, dilation, con
 
 
 def gen_conv2d(ctx: OpCtx) -> None:
-    """``tpu.conv2d(x, w, b, stride, padding, dilation, groups, act, act_min, act_max)`` -> ``conv2d`` tiles."""
+    """``tpu.conv2d(x, w, b, stride, padding, dilation, groups, act, act_min, act_max)`` -> ``conv2d`` tiles;
+    weights that do not fit a lane next to one output row are split into output-channel blocks
+    (``_cout_blocks``), each a conv of its own with its weight rows, bias and output channels."""
     a = list(ctx.node.args) + [None] * 10
     x, w, b, stride, padding, dilation, groups = a[:7]
     act = a[7] or ctx.node.kwargs.get("act", "none")
@@ -73,6 +78,7 @@ def gen_conv2d(ctx: OpCtx) -> None:
     hi = float(a[9] if a[9] is not None else ctx.node.kwargs.get("act_max", 0.0))
     wt = ctx.const_tensor(w)
     cout, cin_g, kh, kw = wt.shape
+    groups = int(groups)
     wd = DType.from_torch(wt.dtype)
     w_ddr = ctx.weights.add((w.target, "oihw"), wt, (1, cout, 1, cin_g * kh * kw), wd)
     b_ddr = None
@@ -80,12 +86,71 @@ def gen_conv2d(ctx: OpCtx) -> None:
         bt = ctx.const_tensor(b)
         b_ddr = ctx.weights.add((b.target, "bias"), bt, (1, cout, 1, 1), DType.from_torch(bt.dtype))
     x_ddr, out_ddr = ctx.value(x), ctx.out()
-    t = ctx.target
-    const_bytes = tile_bytes(t, w_ddr.shape, wd) + (tile_bytes(t, b_ddr.shape, b_ddr.dtype) if b_ddr else 0)
-    w_tile = ctx.em.load(w_ddr, ctx.em.arena.tile(w_ddr.shape, wd), ctx.layer)
-    b_tile = ctx.em.load(b_ddr, ctx.em.arena.tile(b_ddr.shape, b_ddr.dtype), ctx.layer) if b_ddr else None
-    fields = dict(kernel=(kh, kw), stride=tuple(stride), dilation=tuple(dilation), groups=int(groups), act=act,
+    fields = dict(kernel=(kh, kw), stride=tuple(stride), dilation=tuple(dilation), act=act,
                   act_lo=lo if act == "clip" else 0.0, act_hi=hi if act == "clip" else 0.0)
-    sliced_window(ctx, x_ddr, out_ddr, (kh, kw), tuple(stride), tuple(padding), tuple(dilation), const_bytes,
+    geom = ((kh, kw), tuple(stride), tuple(padding), tuple(dilation))
+    mark = ctx.em.arena.used
+    for c0, c1, i0, i1, g in _cout_blocks(ctx, x_ddr, out_ddr, w_ddr, b_ddr, groups, geom):
+        ctx.em.arena.used = mark  # each block reuses the same local memory (deps order the reuse)
+        wv = sub_view(w_ddr, (0, c0, 0, 0), (1, c1 - c0, 1, w_ddr.shape[3]))
+        bv = sub_view(b_ddr, (0, c0, 0, 0), (1, c1 - c0, 1, 1)) if b_ddr else None
+        xv = sub_view(x_ddr, (0, i0, 0, 0), (x_ddr.shape[0], i1 - i0) + x_ddr.shape[2:])
+        ov = sub_view(out_ddr, (0, c0, 0, 0), (out_ddr.shape[0], c1 - c0) + out_ddr.shape[2:])
+        _conv_block(ctx, xv, wv, bv, ov, dict(fields, groups=g), geom)
+
+
+def _const_bytes(t, wv, bv) -> int:
+    return tile_bytes(t, wv.shape, wv.dtype) + (tile_bytes(t, bv.shape, bv.dtype) if bv is not None else 0)
+
+
+def _cout_blocks(ctx: OpCtx, x_ddr, out_ddr, w_ddr, b_ddr, groups: int, geom) -> list[tuple[int, int, int, int, int]]:
+    """``(c0, c1, cin0, cin1, groups)`` blocks of output channels whose weights and one output row fit a lane.
+
+    One block when everything fits. Else blocks of ``cb`` output channels (``groups == 1``: all input
+    channels each; grouped: whole groups with their input channels), the largest ``cb`` that leaves room
+    for two buffer sets of one output row (double buffering), else for one."""
+    t = ctx.target
+    n, cin, h, w = x_ddr.shape
+    cout, ho, wo = out_ddr.shape[1:]
+    (kh, _), (sh, _), _, (dh, _) = geom
+    rows_in = min(h, dh * (kh - 1) + 1)
+    cout_g, cin_g = cout // groups, cin // groups
+
+    def need(cb: int, sets: int) -> int:
+        ci = cin if groups == 1 else cb // cout_g * cin_g
+        wv = (1, cb, 1, w_ddr.shape[3])
+        const = tile_bytes(t, wv, w_ddr.dtype) + (tile_bytes(t, (1, cb, 1, 1), b_ddr.dtype) if b_ddr else 0)
+        return const + sets * (tile_bytes(t, (1, ci, rows_in, w), x_ddr.dtype)
+                               + tile_bytes(t, (1, cb, 1, wo), out_ddr.dtype))
+
+    if need(cout, 1) <= t.local_mem_bytes:
+        return [(0, cout, 0, cin, groups)]
+    unit = 1 if groups == 1 else cout_g
+    for sets in (2, 1):
+        fits = [cb for cb in range(unit, cout + 1, unit) if need(cb, sets) <= t.local_mem_bytes]
+        if fits:
+            cb = max(fits)
+            if groups == 1 and cb >= t.lanes:  # whole lane groups: no lane left idle in a block
+                cb -= cb % t.lanes
+            blocks = []
+            for c0 in range(0, cout, cb):
+                c1 = min(c0 + cb, cout)
+                if groups == 1:
+                    blocks.append((c0, c1, 0, cin, 1))
+                else:
+                    blocks.append((c0, c1, c0 // cout_g * cin_g, c1 // cout_g * cin_g, (c1 - c0) // cout_g))
+            return blocks
+    raise ProgramError(f"codegen: {ctx.layer}: the weights of one output channel group and one output row do "
+                       f"not fit {t.local_mem_bytes} bytes of local memory per lane")
+
+
+def _conv_block(ctx: OpCtx, x_ddr, w_ddr, b_ddr, out_ddr, fields: dict, geom) -> None:
+    """One conv over the given views: weights and bias loaded once, output tiled along N/H."""
+    t = ctx.target
+    const_bytes = _const_bytes(t, w_ddr, b_ddr)
+    w_tile = ctx.em.load(w_ddr, ctx.em.arena.tile(w_ddr.shape, w_ddr.dtype), ctx.layer)
+    b_tile = ctx.em.load(b_ddr, ctx.em.arena.tile(b_ddr.shape, b_ddr.dtype), ctx.layer) if b_ddr else None
+    kernel, stride, padding, dilation = geom
+    sliced_window(ctx, x_ddr, out_ddr, kernel, stride, padding, dilation, const_bytes,
                   lambda xs, os_, pad: ctx.em.emit(isa.Conv2d, ctx.layer, x=xs, w=w_tile, bias=b_tile, out=os_,
                                                    pad=pad, **fields))

@@ -32,11 +32,13 @@ WHERE = "codegen (torch_tpu/lowering/codegen/ops_elementwise.py)"
 
 
 def sliced_map(ctx: OpCtx, inputs: list[DdrTensor], out: DdrTensor,
-               compute: Callable[[list[LocalTensor], LocalTensor], None], scratch: tuple[DType, ...] = ()) -> None:
+               compute: Callable[[list[LocalTensor], LocalTensor], None], scratch: tuple[DType, ...] = (),
+               const_bytes: int = 0) -> None:
     """Tile ``out`` along N/H; per slice load every input's matching block, ``compute``, store.
 
     ``inputs`` are views of ``out``'s shape (broadcast views allowed); ``compute`` receives the input tiles
-    followed by one scratch tile of the slice's shape per dtype in ``scratch``.
+    followed by one scratch tile of the slice's shape per dtype in ``scratch``. ``const_bytes``: per-lane bytes
+    the caller already took from the arena (a table loaded once), left out of the slices.
     """
     t = ctx.target
     n, c, h, w = out.shape
@@ -45,7 +47,7 @@ def sliced_map(ctx: OpCtx, inputs: list[DdrTensor], out: DdrTensor,
         dts = [x.dtype for x in inputs] + list(scratch) + [out.dtype]
         return sum(tile_bytes(t, (nb, c, r, w), d) for d in dts)
 
-    slices, double = plan_slices(n, h, slice_bytes, 0, t.local_mem_bytes, ctx.layer)
+    slices, double = plan_slices(n, h, slice_bytes, const_bytes, t.local_mem_bytes, ctx.layer)
     n0, n1, h0, h1 = slices[0]
     big = (n1 - n0, c, h1 - h0, w)
     sets = []

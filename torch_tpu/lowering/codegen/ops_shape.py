@@ -1,111 +1,182 @@
-"""Codegen of shape ops as DDR -> DDR ``dma_copy`` (rank <= 4; dims are counted after padding to N,C,H,W):
+"""Codegen of data movement as DDR -> DDR ``dma_copy`` (any rank: ``emitter.copy_nd`` merges contiguous dims
+and loops over what is left beyond 4):
 
-=============  ===========================================================================================
-reshape        an alias of its input (no instruction, ``ddr_plan``); a graph output gets a dense copy
-permute        ``dst = src`` viewed with permuted strides: ``src_view.strides[i] = x.strides[dims[i]]``
-expand         broadcast copy: a dim of 1 read with stride 0
-concat         one copy per input into its block of the output (offset = sum of the earlier sizes on dim)
-slice          ``src_view = x`` from ``start`` with stride ``step * x.strides[dim]`` and the output's size
-pad            fill: the pad value (one element in the weight region, stride-0 view) copied over the whole
-               output, then the input copied into its interior (non-negative pads only)
-=============  ===========================================================================================
+=================  =======================================================================================
+reshape            an alias of its input (no instruction, ``ddr_plan``); a graph output gets a dense copy
+copy               a dense copy
+permute            ``dst = src`` viewed with permuted strides: ``src_view.strides[i] = x.strides[dims[i]]``
+expand             broadcast copy: a dim of 1 read with stride 0
+concat             one copy per input into its block of the output (offset = sum of the earlier sizes on dim)
+slice              ``src_view = x`` from ``start`` with stride ``step * x.strides[dim]`` and the output's size
+pad                fill: the pad value (one element in the weight region, stride-0 view) copied over the
+                   output when any pad is positive, then the kept part of the input copied into its place
+                   (a negative pad crops: the source starts ``-pad`` elements in)
+full               the value (one element in the weight region) copied with stride 0 over the output
+upsample_nearest   per axis, output index ``o`` reads source ``o // r`` (repeat ``r``) or ``o * k`` (step
+                   ``k``), checked against the reference op's own index rule; one copy writes the first row
+                   of every repeat group (columns repeated by a stride-0 source dim), a second copies those
+                   rows to the ``r - 1`` rows below them
+=================  =======================================================================================
 """
 
 from __future__ import annotations
 
 import torch
 
-from torch_tpu.cmodel import isa
-from torch_tpu.cmodel.operands import DdrTensor, DType
+from torch_tpu.cmodel.operands import DdrTensor
 from torch_tpu.errors import UnsupportedOpError
 from torch_tpu.lowering.codegen.context import OpCtx
-from torch_tpu.lowering.codegen.emitter import broadcast_view, sub_view, to4d
+from torch_tpu.lowering.codegen.ddr_plan import cm_dtype
+from torch_tpu.lowering.codegen.emitter import copy_nd, dense_strides
+from torch_tpu.tpu_ops.shape import upsample_nearest2d  # the reference index rule
 
 WHERE = "codegen (torch_tpu/lowering/codegen/ops_shape.py)"
 
 
-def _rank_ok(ctx: OpCtx, op: str) -> int:
-    """The output rank; ``UnsupportedOpError`` when it or an input's rank exceeds 4."""
-    ranks = [ctx.node.meta["val"].dim()]
-    torch.fx.node.map_arg(ctx.node.args, lambda n: ranks.append(n.meta["val"].dim()))
-    if max(ranks) > 4:
-        raise UnsupportedOpError(f"tpu.{op}", name=ctx.layer, where=WHERE, reason="rank > 4")
-    return ranks[0]
+def _shape(node) -> tuple[int, ...]:
+    return tuple(int(d) for d in node.meta["val"].shape)
 
 
-def _copy(ctx: OpCtx, src: DdrTensor, dst: DdrTensor) -> None:
-    ctx.em.emit(isa.DmaCopy, ctx.layer, src=src, dst=dst)
+def _src(ctx: OpCtx, arg) -> DdrTensor:
+    """The flat DDR view of a value or constant (its address and dtype; strides come from its real shape)."""
+    n = 1
+    for d in _shape(arg) if not ctx.is_const(arg) else ctx.const_tensor(arg).shape:
+        n *= int(d)
+    return ctx.operand(arg, (1, 1, 1, max(n, 1)))
+
+
+def _out_addr(ctx: OpCtx) -> int:
+    return ctx.out((1, 1, 1, max(ctx.node.meta["val"].numel(), 1))).addr
+
+
+def _arg_shape(ctx: OpCtx, arg) -> tuple[int, ...]:
+    return tuple(int(d) for d in (ctx.const_tensor(arg).shape if ctx.is_const(arg) else _shape(arg)))
+
+
+def _fill(ctx: OpCtx, value: float, shape: tuple[int, ...]) -> None:
+    """Copy one constant element (weight region) over the whole output with a stride-0 source."""
+    dt = cm_dtype(ctx.node.meta["val"].dtype)
+    one = ctx.weights.add(("fill_value", value, dt), torch.tensor([value], dtype=ctx.node.meta["val"].dtype),
+                          (1, 1, 1, 1), dt)
+    copy_nd(ctx.em, ctx.layer, dt, shape, (one.addr, (0,) * len(shape)), (_out_addr(ctx), dense_strides(shape)))
 
 
 def gen_reshape(ctx: OpCtx) -> None:
     """An alias unless it is a graph output (then a dense copy of the same bytes)."""
     if ctx.node in ctx.plan.aliases:
         return
+    gen_copy(ctx)
+
+
+def gen_copy(ctx: OpCtx) -> None:
+    """``tpu.copy(x)`` (and a reshape that is a graph output): one dense copy."""
     n = ctx.node.meta["val"].numel()
-    _copy(ctx, ctx.operand(ctx.node.args[0], (1, 1, 1, n)), ctx.out((1, 1, 1, n)))
+    x = _src(ctx, ctx.node.args[0])
+    copy_nd(ctx.em, ctx.layer, x.dtype, (n,), (x.addr, (1,)), (_out_addr(ctx), (1,)))
 
 
 def gen_permute(ctx: OpCtx) -> None:
-    rank = _rank_ok(ctx, "permute")
-    x = ctx.operand(ctx.node.args[0])
-    off = 4 - rank
-    dims = list(range(off)) + [off + int(d) % rank for d in ctx.node.args[1]]
-    out = ctx.out()
-    src = DdrTensor(x.addr, out.shape, tuple(x.strides[d] for d in dims), x.dtype)
-    _copy(ctx, src, out)
+    xshape = _arg_shape(ctx, ctx.node.args[0])
+    x = _src(ctx, ctx.node.args[0])
+    xs = dense_strides(xshape)
+    dims = [int(d) % len(xshape) for d in ctx.node.args[1]]
+    out = _shape(ctx.node)
+    copy_nd(ctx.em, ctx.layer, x.dtype, out, (x.addr, tuple(xs[d] for d in dims)), (_out_addr(ctx), dense_strides(out)))
 
 
 def gen_expand(ctx: OpCtx) -> None:
-    _rank_ok(ctx, "expand")
-    out = ctx.out()
-    xv = ctx.node.args[0].meta["val"]
-    x = ctx.operand(ctx.node.args[0], to4d((1,) * (ctx.node.meta["val"].dim() - xv.dim()) + tuple(xv.shape)))
-    _copy(ctx, broadcast_view(x, out.shape), out)
+    out = _shape(ctx.node)
+    xshape = (1,) * (len(out) - len(_arg_shape(ctx, ctx.node.args[0]))) + _arg_shape(ctx, ctx.node.args[0])
+    x = _src(ctx, ctx.node.args[0])
+    strides = tuple(0 if d == 1 and o != 1 else s for d, o, s in zip(xshape, out, dense_strides(xshape)))
+    copy_nd(ctx.em, ctx.layer, x.dtype, out, (x.addr, strides), (_out_addr(ctx), dense_strides(out)))
 
 
 def gen_concat(ctx: OpCtx) -> None:
-    rank = _rank_ok(ctx, "concat")
-    d = 4 - rank + int(ctx.node.args[1]) % rank
-    out = ctx.out()
+    out = _shape(ctx.node)
+    d = int(ctx.node.args[1]) % len(out)
+    ostr = dense_strides(out)
     pos = 0
     for a in ctx.node.args[0]:
-        x = ctx.operand(a)
-        start = [0, 0, 0, 0]
-        start[d] = pos
-        if x.shape[d]:
-            _copy(ctx, x, sub_view(out, tuple(start), x.shape))
-        pos += x.shape[d]
+        shape = _arg_shape(ctx, a)
+        x = _src(ctx, a)
+        copy_nd(ctx.em, ctx.layer, x.dtype, shape, (x.addr, dense_strides(shape)),
+                (_out_addr(ctx) + pos * ostr[d] * x.dtype.size, ostr))
+        pos += shape[d]
 
 
 def gen_slice(ctx: OpCtx) -> None:
-    rank = _rank_ok(ctx, "slice")
     a = list(ctx.node.args) + [None] * 5
-    x = ctx.operand(a[0])
-    d = 4 - rank + int(a[1]) % rank
-    size = x.shape[d]
+    xshape = _arg_shape(ctx, a[0])
+    x = _src(ctx, a[0])
+    d = int(a[1]) % len(xshape)
+    size = xshape[d]
     start = 0 if a[2] is None else int(a[2])
     step = 1 if a[4] is None else int(a[4])
     start = min(max(start + size if start < 0 else start, 0), size)
-    out = ctx.out()
-    if out.numel == 0:
-        return
-    strides = list(x.strides)
+    out = _shape(ctx.node)
+    strides = list(dense_strides(xshape))
+    off = start * strides[d]
     strides[d] *= step
-    _copy(ctx, DdrTensor(x.addr + start * x.strides[d] * x.dtype.size, out.shape, tuple(strides), x.dtype), out)
+    copy_nd(ctx.em, ctx.layer, x.dtype, out, (x.addr + off * x.dtype.size, strides),
+            (_out_addr(ctx), dense_strides(out)))
 
 
 def gen_pad(ctx: OpCtx) -> None:
-    _rank_ok(ctx, "pad")
     pads = [int(p) for p in ctx.node.args[1]]
     value = float(ctx.node.args[2]) if len(ctx.node.args) > 2 else 0.0
-    if min(pads, default=0) < 0:
-        raise UnsupportedOpError("tpu.pad", name=ctx.layer, where=WHERE, reason="negative (cropping) pads")
-    out = ctx.out()
-    x = ctx.operand(ctx.node.args[0])
-    dt = DType.from_torch(ctx.node.meta["val"].dtype)
-    fill = ctx.weights.add(("pad_value", value, dt), torch.tensor([value], dtype=dt.torch), (1, 1, 1, 1), dt)
-    _copy(ctx, broadcast_view(fill, out.shape), out)
-    start = [0, 0, 0, 0]
+    xshape = _arg_shape(ctx, ctx.node.args[0])
+    out = _shape(ctx.node)
+    x = _src(ctx, ctx.node.args[0])
+    if max(pads, default=0) > 0:
+        _fill(ctx, value, out)
+    xs, os_ = dense_strides(xshape), dense_strides(out)
+    src_off = dst_off = 0
+    kept = list(xshape)
     for i in range(len(pads) // 2):  # torch order: last dim first, (before, after) pairs
-        start[3 - i] = pads[2 * i]
-    _copy(ctx, x, sub_view(out, tuple(start), x.shape))
+        dim = len(xshape) - 1 - i
+        lo, hi = pads[2 * i], pads[2 * i + 1]
+        src_off += max(-lo, 0) * xs[dim]
+        dst_off += max(lo, 0) * os_[dim]
+        kept[dim] = xshape[dim] + min(lo, 0) + min(hi, 0)
+    if min(kept, default=1) > 0:
+        copy_nd(ctx.em, ctx.layer, x.dtype, kept, (x.addr + src_off * x.dtype.size, xs),
+                (_out_addr(ctx) + dst_off * x.dtype.size, os_))
+
+
+def gen_full(ctx: OpCtx) -> None:
+    """``tpu.full(size, value, dtype)``: the value rounded to the dtype, copied over the output."""
+    _fill(ctx, float(ctx.node.args[1]), _shape(ctx.node))
+
+
+def _nearest_axis(src: list[int], n_in: int) -> tuple[int, int] | None:
+    """``(repeat, step)`` when ``src[o] == o // repeat * step`` (one of them 1), else None."""
+    n_out = len(src)
+    for rep, step in ((max(n_out // n_in, 1), 1), (1, max(n_in // n_out, 1))):
+        if all(s == (o // rep) * step for o, s in enumerate(src)):
+            return rep, step
+    return None
+
+
+def gen_upsample_nearest2d(ctx: OpCtx) -> None:
+    """``tpu.upsample_nearest2d(x, size, scale_h, scale_w)`` for whole repeat / step factors per axis."""
+    x_arg = ctx.node.args[0]
+    n, c, h, w = _arg_shape(ctx, x_arg)
+    _, _, ho, wo = _shape(ctx.node)
+    extra = list(ctx.node.args[2:])
+    probe = torch.arange(h * w, dtype=torch.float32).reshape(1, 1, h, w)
+    src = upsample_nearest2d(probe, [ho, wo], *extra).reshape(ho, wo).to(torch.int64)
+    rows, cols = (src[:, 0] // w).tolist(), (src[0, :] % w).tolist()
+    ah, aw = _nearest_axis(rows, h), _nearest_axis(cols, w)
+    if ah is None or aw is None or not torch.equal(src, torch.tensor(rows)[:, None] * w + torch.tensor(cols)):
+        raise UnsupportedOpError("tpu.upsample_nearest2d", name=ctx.layer, where=WHERE,
+                                 reason=f"{h}x{w} -> {ho}x{wo}: only whole repeat or step factors per axis")
+    (rh, sh), (rw, sw) = ah, aw
+    x = _src(ctx, x_arg)
+    o = _out_addr(ctx)
+    es = x.dtype.size
+    copy_nd(ctx.em, ctx.layer, x.dtype, (n * c, ho // rh, wo // rw, rw), (x.addr, (h * w, sh * w, sw, 0)),
+            (o, (ho * wo, rh * wo, rw, 1)))
+    if rh > 1:
+        copy_nd(ctx.em, ctx.layer, x.dtype, (n * c, ho // rh, rh - 1, wo), (o, (ho * wo, rh * wo, 0, 1)),
+                (o + wo * es, (ho * wo, rh * wo, wo, 1)))

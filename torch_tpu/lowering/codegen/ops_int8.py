@@ -1,0 +1,559 @@
+"""Codegen of the INT8 TPU ops (``torch_tpu/tpu_ops/int8_*.py``) as sequences of existing instructions.
+
+Every handler reproduces its reference op bit for bit. The ISA's integer instructions have no input zero
+point, so zero points are moved out of the MACs by exact integer identities (``K`` = reduction length)::
+
+    conv2d_int8   acc = conv(x, w) + bias - x_zp·W[o] + E[o, i, j]           (int32)
+                  W[o] = sum of w[o]; E = x_zp·(W[o] - S[o, i, j]) with S the sum of the weights whose taps
+                  fall inside the image (E is 0 away from the padded border: a constant map, added per slice)
+    linear_int8   a 1x1 conv of x viewed (M, K, 1, 1): output features on the lanes, so the per-feature
+                  requant is per channel; bias - x_zp·W[o] as above (no padding, no map)
+    matmul_int8   acc = a@b - b_zp·rowsum(a) - a_zp·(colsum(b) - K·b_zp)
+    avg_pool2d    acc = window sum of (x - x_zp)  (x - x_zp in int32 first: pads then add 0, as xp - x_zp)
+    reduce_sum    acc = sum(x) - x_zp·n
+    add/sub_int8  t = requant(x - x_zp, m, s) to int32 for each input; y = requant(ta ± tb, m_o, s_o, out_zp)
+    mul_int8      y = requant((a - a_zp)·(b - b_zp), m, s, out_zp)
+    requant_int8, concat_int8 (identity parts are plain DMA copies), lut_int8, quantize/dequantize_int8
+
+then ``y = requant(acc, m, s, out_zp)`` (``Requant``: per channel for conv/linear) and, when the saturation
+bounds are narrower than int8 (a fused relu / relu6 / clip), an integer ``clip`` -- or, for a conv whose lower
+bound is its zero point (relu), the conv's fused relu: ``requant`` is monotonic with ``requant(0) = out_zp``.
+``max_pool2d_int8`` is the float handler (max ignores pads and needs no zero point).
+
+Exactness: the ISA computes integers exactly in int64 and saturates each result to its dtype, so every
+step above equals the reference as long as no int32 intermediate saturates. The bounds that guarantee it are
+checked here (``UnsupportedOpError`` otherwise): int32 bias after folding, |rescaled add input| < 2^31,
+matmul K < 2^16; conv/linear/pool/reduce accumulators must fit int32 in the reference itself (a conv's
+output before the border map differs from its accumulator by |E| < 2^15·K).
+
+Tiling: :func:`sliced_int8` cuts the output along N then H with halos (``ops_conv.window_rows``) through
+``context.plan_slices`` / ``run_pipeline`` (double-buffered when sliced); int32 scratch tiles and per-slice
+constant rows (the border map) are part of each slice's budget. Element-wise steps on a scratch tile write
+it in place (``eltwise``/``clip`` with ``out`` = an input of the same dtype): a kernel reads its operands
+before it writes, and the emitter's dependencies order the accesses.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+import weakref
+from typing import Any, Callable
+
+import torch
+import torch.fx as fx
+
+from torch_tpu.cmodel import isa
+from torch_tpu.cmodel.operands import DdrTensor, DType, LocalTensor
+from torch_tpu.errors import UnsupportedOpError
+from torch_tpu.lowering.codegen import ops_elementwise as ew, ops_pool
+from torch_tpu.lowering.codegen.context import OpCtx, WeightPacker, plan_slices, row_batches, run_pipeline
+from torch_tpu.lowering.codegen.emitter import sub_view, tile_bytes
+from torch_tpu.lowering.codegen.ops_conv import window_rows
+
+WHERE = "codegen (torch_tpu/lowering/codegen/ops_int8.py)"
+I32 = DType.INT32
+INT32_LIMIT = 2 ** 31
+
+
+def params(ctx: OpCtx) -> dict[str, Any]:
+    """The node's arguments by schema name (defaults filled in)."""
+    out: dict[str, Any] = {}
+    for i, a in enumerate(ctx.node.target._schema.arguments):
+        if i < len(ctx.node.args):
+            out[a.name] = ctx.node.args[i]
+        elif a.name in ctx.node.kwargs:
+            out[a.name] = ctx.node.kwargs[a.name]
+        else:
+            out[a.name] = a.default_value if a.has_default_value() else None
+    return out
+
+
+#: constants derived from the weights (folded biases, border maps), per codegen run: the driver calls each
+#: handler twice (a dry pass that sizes the weight region, then the real one) with the same WeightPacker
+_DERIVED: "weakref.WeakKeyDictionary[WeightPacker, dict]" = weakref.WeakKeyDictionary()
+
+
+def derived(ctx: OpCtx, key: tuple, make: Callable[[], Any]) -> Any:
+    """``make()`` computed once per codegen run and ``key``."""
+    memo = _DERIVED.setdefault(ctx.weights, {})
+    if key not in memo:
+        memo[key] = make()
+    return memo[key]
+
+
+def _refuse(ctx: OpCtx, reason: str) -> UnsupportedOpError:
+    return UnsupportedOpError(f"tpu.{ctx.node.target._schema.name.split('::')[-1]}", name=ctx.layer, where=WHERE,
+                              reason=reason)
+
+
+def _bounds(ctx: OpCtx, p: dict[str, Any]) -> tuple[int, int]:
+    qmin, qmax = int(p.get("qmin", -128)), int(p.get("qmax", 127))
+    if qmin < -128 or qmax > 127:
+        raise _refuse(ctx, f"saturation bounds [{qmin}, {qmax}] exceed int8")
+    return qmin, qmax
+
+
+def per_channel(ctx: OpCtx, mult: fx.Node, shift: fx.Node) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """The multiplier and shift constants as tuples (one value each when every channel has the same pair)."""
+    m, s = (tuple(int(v) for v in ctx.const_tensor(n).reshape(-1).tolist()) for n in (mult, shift))
+    return (m[:1], s[:1]) if len(set(zip(m, s))) == 1 else (m, s)
+
+
+def requant_out(ctx: OpCtx, acc: LocalTensor, out: LocalTensor, multiplier: tuple[int, ...], shift: tuple[int, ...],
+                out_zp: int, qmin: int, qmax: int) -> None:
+    """``out = clamp(requant(acc, m, s) + out_zp, qmin, qmax)``: a ``requant`` (saturating to int8) and an
+    integer ``clip`` in place when the bounds are narrower than int8."""
+    ctx.em.emit(isa.Requant, ctx.layer, x=acc, out=out, multiplier=multiplier, shift=shift, zero_point=int(out_zp))
+    clip(ctx, out, qmin, qmax)
+
+
+def clip(ctx: OpCtx, t: LocalTensor, qmin: int, qmax: int) -> None:
+    if (qmin, qmax) != (-128, 127):
+        ctx.em.emit(isa.Activation, ctx.layer, op="clip", x=t, out=t, lo=float(qmin), hi=float(qmax))
+
+
+def minus_zp(ctx: OpCtx, x: LocalTensor, zp: int, scratch: LocalTensor | None) -> LocalTensor:
+    """``x - zp`` as int32 in ``scratch`` (exact); ``x`` itself when ``zp == 0``."""
+    if not zp:
+        return x
+    ctx.em.emit(isa.Eltwise, ctx.layer, op="sub", a=x, scalar=float(zp), out=scratch)
+    return scratch
+
+
+# ---- tiling -------------------------------------------------------------------------------------------------
+
+@dataclasses.dataclass(frozen=True)
+class SliceTiles:
+    """The local tiles of one slice: input rows (halo included), output, the slice's pads, int32-or-other
+    scratch tiles shaped like the input / the output, and the rows of each per-slice constant."""
+
+    x: LocalTensor
+    out: LocalTensor
+    pad: tuple[int, int, int, int]
+    x_scratch: tuple[LocalTensor, ...]
+    out_scratch: tuple[LocalTensor, ...]
+    rows: tuple[LocalTensor, ...]
+
+
+def sliced_int8(ctx: OpCtx, x_ddr: DdrTensor, out_ddr: DdrTensor, emit: Callable[[SliceTiles], None], *,
+                kernel_h: int = 1, stride_h: int = 1, pad: tuple[int, int, int, int] = (0, 0, 0, 0),
+                dilation_h: int = 1, const_bytes: int = 0, x_scratch: tuple[DType, ...] = (),
+                out_scratch: tuple[DType, ...] = (), rows: tuple[DdrTensor, ...] = ()) -> None:
+    """Cut ``out_ddr`` along N then H (the windowed input rows with halos, as ``ops_conv.sliced_window``) and
+    run load -> ``emit`` -> store per slice. ``rows`` are ``(1, C', Ho, W')`` constants of which each slice
+    loads its output rows ``[o0, o1)`` (broadcast over N by the instruction that reads them)."""
+    t = ctx.target
+    n, cin, h, w = x_ddr.shape
+    _, cout, ho, wo = out_ddr.shape
+    pt, pl, pr = pad[0], pad[2], pad[3]
+
+    def in_rows(r: int) -> int:
+        return min(h, (r - 1) * stride_h + dilation_h * (kernel_h - 1) + 1)
+
+    def shapes(nb: int, r: int) -> list[tuple[tuple[int, int, int, int], DType]]:
+        xs, os_ = (nb, cin, in_rows(r), w), (nb, cout, r, wo)
+        return ([(xs, x_ddr.dtype)] + [(xs, d) for d in x_scratch] + [(os_, out_ddr.dtype)]
+                + [(os_, d) for d in out_scratch] + [((1, c.shape[1], r, c.shape[3]), c.dtype) for c in rows])
+
+    slices, double = plan_slices(n, ho, lambda nb, r: sum(tile_bytes(t, s, d) for s, d in shapes(nb, r)),
+                                 const_bytes, t.local_mem_bytes, ctx.layer)
+    n0, n1, o0, o1 = slices[0]
+    sets = [[ctx.em.arena.tile(s, d) for s, d in shapes(n1 - n0, o1 - o0)] for _ in range(2 if double else 1)]
+    nx, no = 1 + len(x_scratch), 1 + len(out_scratch)
+
+    def load(i: int) -> tuple[LocalTensor, tuple[LocalTensor, ...]]:
+        n0, n1, o0, o1 = slices[i]
+        r0, r1, _, _ = window_rows(o0, o1, stride_h, pt, dilation_h, kernel_h, h)
+        bufs = sets[i % len(sets)]
+        xs = LocalTensor(0, bufs[0].addr, (n1 - n0, cin, r1 - r0, w), x_ddr.dtype)
+        ctx.em.load(sub_view(x_ddr, (n0, 0, r0, 0), xs.shape), xs, ctx.layer)
+        loaded = []
+        for c, buf in zip(rows, bufs[nx + no:]):
+            ct = LocalTensor(0, buf.addr, (1, c.shape[1], o1 - o0, c.shape[3]), c.dtype)
+            loaded.append(ctx.em.load(sub_view(c, (0, 0, o0, 0), ct.shape), ct, ctx.layer))
+        return xs, tuple(loaded)
+
+    def comp(i: int, loaded: tuple[LocalTensor, tuple[LocalTensor, ...]]) -> LocalTensor:
+        xs, row_tiles = loaded
+        n0, n1, o0, o1 = slices[i]
+        _, _, st, sb = window_rows(o0, o1, stride_h, pt, dilation_h, kernel_h, h)
+        bufs = sets[i % len(sets)]
+        oshape = (n1 - n0, cout, o1 - o0, wo)
+        tiles = SliceTiles(x=xs, out=LocalTensor(0, bufs[nx].addr, oshape, out_ddr.dtype), pad=(st, sb, pl, pr),
+                           x_scratch=tuple(LocalTensor(0, b.addr, xs.shape, b.dtype) for b in bufs[1:nx]),
+                           out_scratch=tuple(LocalTensor(0, b.addr, oshape, b.dtype) for b in bufs[nx + 1:nx + no]),
+                           rows=row_tiles)
+        emit(tiles)
+        return tiles.out
+
+    def store(i: int, os_: LocalTensor) -> None:
+        ctx.em.store(os_, sub_view(out_ddr, (slices[i][0], 0, slices[i][2], 0), os_.shape), ctx.layer)
+
+    run_pipeline(len(slices), double, load, comp, store)
+
+
+def load_const(ctx: OpCtx, view: DdrTensor) -> tuple[LocalTensor, int]:
+    """Load a packed constant once for the whole op: (its tile, its per-lane bytes)."""
+    tile = ctx.em.load(view, ctx.em.arena.tile(view.shape, view.dtype), ctx.layer)
+    return tile, tile_bytes(ctx.target, view.shape, view.dtype)
+
+
+# ---- MAC ops ------------------------------------------------------------------------------------------------
+
+def folded_bias(ctx: OpCtx, w: torch.Tensor, bias: torch.Tensor | None, x_zp: int) -> torch.Tensor | None:
+    """``bias[o] - x_zp · sum(w[o])`` as int32 (None when there is neither a bias nor a zero point)."""
+    if not x_zp:
+        return None if bias is None else bias.to(torch.int32).reshape(-1)
+    b = torch.zeros(w.shape[0], dtype=torch.int64) if bias is None else bias.to(torch.int64).reshape(-1)
+    b = b - int(x_zp) * w.reshape(w.shape[0], -1).sum(1, dtype=torch.int64)
+    if b.abs().max() >= INT32_LIMIT:
+        raise _refuse(ctx, f"bias minus x_zp * weight sum leaves int32 (x_zp = {x_zp})")
+    return b.to(torch.int32)
+
+
+def _inside(n_out: int, n_in: int, k: int, stride: int, pad: int, dil: int) -> torch.Tensor:
+    """``(n_out, k)`` 0/1: whether tap ``u`` of output ``i`` reads a real input (not padding) along one axis."""
+    pos = torch.arange(n_out).unsqueeze(1) * stride - pad + torch.arange(k).unsqueeze(0) * dil
+    return ((pos >= 0) & (pos < n_in)).to(torch.float64)
+
+
+def border_map(w: torch.Tensor, x_shape: tuple[int, ...], out_hw: tuple[int, int], stride, pad, dilation,
+               x_zp: int) -> torch.Tensor | None:
+    """``E[o, i, j] = x_zp · (sum(w[o]) - S[o, i, j])`` (module doc), ``(1, Cout, Ho, Wo)`` int32, or None when it
+    is zero everywhere (no zero point, or no window reaches the padding).
+
+    Whether a tap reads the image does not depend on the channel and is separable in rows and columns, so
+    ``S[o, i, j] = sum_{u, v} T[o, u, v] · R[i, u] · C[j, v]`` with the per-tap sums ``T = sum_c w[o, c, u, v]``
+    (groups need nothing else) and the 0/1 row / column masks ``R``, ``C`` (exact in float64).
+    """
+    if not x_zp or not any(pad):
+        return None
+    taps = w.sum(1, dtype=torch.int32).to(torch.float64)                        # (Cout, kh, kw)
+    rows = _inside(out_hw[0], x_shape[2], w.shape[2], stride[0], pad[0], dilation[0])
+    cols = _inside(out_hw[1], x_shape[3], w.shape[3], stride[1], pad[2], dilation[1])
+    s = torch.matmul(torch.matmul(rows, taps), cols.t())                       # (Cout, Ho, Wo)
+    e = torch.round((taps.sum((1, 2)).reshape(-1, 1, 1) - s) * int(x_zp)).to(torch.int64)
+    return None if not e.any() else e.unsqueeze(0).to(torch.int32)
+
+
+def load_mac_consts(ctx: OpCtx, w: fx.Node, b: fx.Node | None, shape4: tuple[int, int, int, int],
+                    x_zp: int) -> tuple[LocalTensor, LocalTensor | None, int]:
+    """Pack and load once a MAC op's int8 weight as ``shape4`` (output channels on the lanes) and its int32 bias
+    with the zero point folded in: (weight tile, bias tile or None, per-lane bytes)."""
+    wt = ctx.const_tensor(w)
+    w_tile, nbytes = load_const(ctx, ctx.weights.add((w.target, "int8", shape4), wt, shape4, DType.INT8))
+    key = (w.target, b.target if b is not None else None, x_zp, "bias_zp")
+    bias = derived(ctx, key, lambda: folded_bias(ctx, wt, ctx.const_tensor(b) if b is not None else None, x_zp))
+    if bias is None:
+        return w_tile, None, nbytes
+    b_tile, more = load_const(ctx, ctx.weights.add(key, bias, (1, shape4[1], 1, 1), I32))
+    return w_tile, b_tile, nbytes + more
+
+
+def gen_conv2d_int8(ctx: OpCtx) -> None:
+    """``tpu.conv2d_int8`` -> ``conv2d`` (int32, zero-point-folded bias) [+ ``eltwise add`` of the border map]
+    -> per-channel ``requant`` [-> ``clip``], tiled along N/H with halos."""
+    p = params(ctx)
+    x, w, b = p["x"], p["weight"], p["bias"]
+    x_zp, out_zp = int(p["x_zp"]), int(p["out_zp"])
+    qmin, qmax = _bounds(ctx, p)
+    wt = ctx.const_tensor(w)
+    cout, cin_g, kh, kw = wt.shape
+    stride, pad, dil, groups = tuple(p["stride"]), tuple(p["padding"]), tuple(p["dilation"]), int(p["groups"])
+    x_ddr, out_ddr = ctx.value(x), ctx.out()
+    w_tile, b_tile, const_bytes = load_mac_consts(ctx, w, b, (1, cout, 1, cin_g * kh * kw), x_zp)
+    key = (w.target, x_zp, pad, stride, dil, x_ddr.shape, "border")
+    emap = derived(ctx, key, lambda: border_map(wt, x_ddr.shape, out_ddr.shape[2:], stride, pad, dil, x_zp))
+    rows = () if emap is None else (ctx.weights.add(key, emap, tuple(emap.shape), I32),)
+    m, s = per_channel(ctx, p["multiplier"], p["shift"])
+    fuse_relu = emap is None and (qmin, qmax) == (out_zp, 127) and out_zp != -128
+    fields = dict(kernel=(kh, kw), stride=stride, dilation=dil, groups=groups, act="relu" if fuse_relu else "none")
+
+    def emit(sl: SliceTiles) -> None:
+        acc = sl.out_scratch[0]
+        ctx.em.emit(isa.Conv2d, ctx.layer, x=sl.x, w=w_tile, bias=b_tile, out=acc, pad=sl.pad, **fields)
+        if sl.rows:
+            ctx.em.emit(isa.Eltwise, ctx.layer, op="add", a=acc, b=sl.rows[0], out=acc)
+        requant_out(ctx, acc, sl.out, m, s, out_zp, -128 if fuse_relu else qmin, qmax)
+
+    sliced_int8(ctx, x_ddr, out_ddr, emit, kernel_h=kh, stride_h=stride[0], pad=pad, dilation_h=dil[0],
+                const_bytes=const_bytes, out_scratch=(I32,), rows=rows)
+
+
+def gen_linear_int8(ctx: OpCtx) -> None:
+    """``tpu.linear_int8(x [.., K], W [N, K])`` -> a 1x1 ``conv2d`` over x viewed ``(M, K, 1, 1)`` (features on
+    the lanes, so the per-feature requant is a per-channel ``requant``), tiled along M."""
+    p = params(ctx)
+    x, w, b = p["x"], p["weight"], p["bias"]
+    x_zp, out_zp = int(p["x_zp"]), int(p["out_zp"])
+    qmin, qmax = _bounds(ctx, p)
+    wt = ctx.const_tensor(w)
+    n_out, k = wt.shape
+    rows = math.prod(tuple(x.meta["val"].shape)[:-1])
+    w_tile, b_tile, const_bytes = load_mac_consts(ctx, w, b, (1, n_out, 1, k), x_zp)
+    m, s = per_channel(ctx, p["multiplier"], p["shift"])
+
+    def emit(sl: SliceTiles) -> None:
+        acc = sl.out_scratch[0]
+        ctx.em.emit(isa.Conv2d, ctx.layer, x=sl.x, w=w_tile, bias=b_tile, out=acc, kernel=(1, 1))
+        requant_out(ctx, acc, sl.out, m, s, out_zp, qmin, qmax)
+
+    sliced_int8(ctx, ctx.value(x, (rows, k, 1, 1)), ctx.out((rows, n_out, 1, 1)), emit, const_bytes=const_bytes,
+                out_scratch=(I32,))
+
+
+def gen_matmul_int8(ctx: OpCtx) -> None:
+    """``tpu.matmul_int8(a, b)`` of two values with equal batch dims -> ``matmul`` (int32) and the zero-point
+    terms (``reduce`` sums, ``eltwise``) -> ``requant``, tiled along the batch."""
+    p = params(ctx)
+    x, y = p["a"], p["b"]
+    xs, ys = tuple(x.meta["val"].shape), tuple(y.meta["val"].shape)
+    if len(xs) < 2 or len(ys) < 2 or xs[:-2] != ys[:-2] or ctx.is_const(x) or ctx.is_const(y):
+        raise _refuse(ctx, f"only equal batch dims of two computed values, got {xs} @ {ys}")
+    a_zp, b_zp, out_zp = int(p["a_zp"]), int(p["b_zp"]), int(p["out_zp"])
+    qmin, qmax = _bounds(ctx, p)
+    m, k, n = xs[-2], xs[-1], ys[-1]
+    if k >= 2 ** 16:
+        raise _refuse(ctx, f"K = {k}: the zero-point terms could leave int32 (K < 2^16 needed)")
+    bsz = math.prod(xs[:-2])
+    views = [ctx.value(x, (bsz, m, 1, k)), ctx.value(y, (bsz, k, 1, n))]
+    out = ctx.out((bsz, m, 1, n))
+    t = ctx.target
+
+    def shapes(nb: int) -> list[tuple[tuple[int, int, int, int], DType]]:
+        return [((nb, m, 1, k), views[0].dtype), ((nb, k, 1, n), views[1].dtype), ((nb, m, 1, n), out.dtype),
+                ((nb, m, 1, n), I32), ((nb, m, 1, 1), I32), ((nb, 1, 1, n), I32)]
+
+    slices, double = plan_slices(bsz, 1, lambda nb, _r: sum(tile_bytes(t, s, d) for s, d in shapes(nb)), 0,
+                                 t.local_mem_bytes, ctx.layer)
+    sets = [[ctx.em.arena.tile(s, d) for s, d in shapes(slices[0][1] - slices[0][0])]
+            for _ in range(2 if double else 1)]
+
+    def tiles(i: int) -> list[LocalTensor]:
+        b0, b1, _, _ = slices[i]
+        return [LocalTensor(0, buf.addr, (b1 - b0,) + s[1:], d)
+                for buf, (s, d) in zip(sets[i % len(sets)], shapes(b1 - b0))]
+
+    def load(i: int) -> list[LocalTensor]:
+        ts = tiles(i)
+        for v, tile in zip(views, ts):
+            ctx.em.load(sub_view(v, (slices[i][0], 0, 0, 0), tile.shape), tile, ctx.layer)
+        return ts
+
+    def comp(i: int, ts: list[LocalTensor]) -> LocalTensor:
+        ta, tb, o, acc, ra, cb = ts
+        ctx.em.emit(isa.MatMul, ctx.layer, a=ta, b=tb, out=acc)
+        if b_zp:  # - b_zp * rowsum(a)
+            ctx.em.emit(isa.Reduce, ctx.layer, op="sum", x=ta, out=ra, axes=(3,))
+            ctx.em.emit(isa.Eltwise, ctx.layer, op="mul", a=ra, scalar=float(b_zp), out=ra)
+            ctx.em.emit(isa.Eltwise, ctx.layer, op="sub", a=acc, b=ra, out=acc)
+        if a_zp:  # - a_zp * (colsum(b) - K * b_zp)
+            ctx.em.emit(isa.Reduce, ctx.layer, op="sum", x=tb, out=cb, axes=(1,))
+            if b_zp:
+                ctx.em.emit(isa.Eltwise, ctx.layer, op="sub", a=cb, scalar=float(k * b_zp), out=cb)
+            ctx.em.emit(isa.Eltwise, ctx.layer, op="mul", a=cb, scalar=float(a_zp), out=cb)
+            ctx.em.emit(isa.Eltwise, ctx.layer, op="sub", a=acc, b=cb, out=acc)
+        requant_out(ctx, acc, o, (int(p["multiplier"]),), (int(p["shift"]),), out_zp, qmin, qmax)
+        return o
+
+    def store(i: int, o: LocalTensor) -> None:
+        ctx.em.store(o, sub_view(out, (slices[i][0], 0, 0, 0), o.shape), ctx.layer)
+
+    run_pipeline(len(slices), double, load, comp, store)
+
+
+# ---- pools and reductions -----------------------------------------------------------------------------------
+
+def gen_avg_pool2d_int8(ctx: OpCtx) -> None:
+    """``tpu.avg_pool2d_int8``: without zero points one integer ``pool2d`` with the multiplier and shift;
+    otherwise ``x - x_zp`` (int32) -> ``pool2d`` window sums (multiplier 1, shift 0) -> ``requant``."""
+    p = params(ctx)
+    k, s, pad = tuple(p["kernel_size"]), tuple(p["stride"] or p["kernel_size"]), tuple(p["padding"])
+    x_zp, out_zp, mult, shift = int(p["x_zp"]), int(p["out_zp"]), int(p["multiplier"]), int(p["shift"])
+    plain = not x_zp and not out_zp
+    geometry = dict(kernel=k, stride=s, count_include_pad=True)
+
+    def emit(sl: SliceTiles) -> None:
+        if plain:
+            ctx.em.emit(isa.Pool2d, ctx.layer, mode="avg", x=sl.x, out=sl.out, pad=sl.pad, multiplier=mult,
+                        shift=shift, **geometry)
+            return
+        x32, acc = sl.x_scratch[0], sl.out_scratch[0]
+        ctx.em.emit(isa.Eltwise, ctx.layer, op="sub", a=sl.x, scalar=float(x_zp), out=x32)
+        ctx.em.emit(isa.Pool2d, ctx.layer, mode="avg", x=x32, out=acc, pad=sl.pad, **geometry)
+        requant_out(ctx, acc, sl.out, (mult,), (shift,), out_zp, -128, 127)
+
+    scratch = () if plain else (I32,)
+    sliced_int8(ctx, ctx.value(p["x"]), ctx.out(), emit, kernel_h=k[0], stride_h=s[0], pad=pad,
+                x_scratch=scratch, out_scratch=scratch)
+
+
+def gen_reduce_sum_int8(ctx: OpCtx) -> None:
+    """``tpu.reduce_sum_int8`` over trailing dims: ``reduce sum`` (int32) [- x_zp·n] -> ``requant``, rows of the
+    kept dims on the lanes, tiled along N."""
+    p = params(ctx)
+    x = p["x"]
+    shape = tuple(x.meta["val"].shape)
+    nd = len(shape)
+    dims = sorted(int(d) % nd for d in p["dims"]) or list(range(nd))
+    if nd > 4 or dims != list(range(dims[0], nd)):
+        raise _refuse(ctx, f"only trailing dims of a rank <= 4 tensor, got dims {dims} of {shape}")
+    red = math.prod(shape[dims[0]:])
+    lead = math.prod(shape[:dims[0]])
+    if 255 * red >= INT32_LIMIT:
+        raise _refuse(ctx, f"a sum over {red} elements could leave int32")
+    x_zp, out_zp = int(p["x_zp"]), int(p["out_zp"])
+    nb = row_batches(lead, ctx.target.lanes)
+
+    def emit(sl: SliceTiles) -> None:
+        acc = sl.out_scratch[0]
+        ctx.em.emit(isa.Reduce, ctx.layer, op="sum", x=sl.x, out=acc, axes=(3,))
+        if x_zp:
+            ctx.em.emit(isa.Eltwise, ctx.layer, op="sub", a=acc, scalar=float(x_zp * red), out=acc)
+        requant_out(ctx, acc, sl.out, (int(p["multiplier"]),), (int(p["shift"]),), out_zp, -128, 127)
+
+    sliced_int8(ctx, ctx.value(x, (nb, lead // nb, 1, red)), ctx.out((nb, lead // nb, 1, 1)), emit,
+                out_scratch=(I32,))
+
+
+# ---- element-wise ops ---------------------------------------------------------------------------------------
+
+def gen_quantize_int8(ctx: OpCtx) -> None:
+    """``tpu.quantize_int8`` -> ``cast`` (f32 division, half away from zero, + zero point) [-> ``clip``]."""
+    p = params(ctx)
+    qmin, qmax = _bounds(ctx, p)
+    ins, out = ew._views(ctx, [p["x"]])
+
+    def compute(x: list[LocalTensor], o: LocalTensor) -> None:
+        ctx.em.emit(isa.Cast, ctx.layer, x=x[0], out=o, scale=float(p["scale"]), zero_point=int(p["zero_point"]),
+                    round_mode="half_away_from_zero")
+        clip(ctx, o, qmin, qmax)
+
+    ew.sliced_map(ctx, ins, out, compute)
+
+
+def gen_dequantize_int8(ctx: OpCtx) -> None:
+    """``tpu.dequantize_int8`` -> ``cast`` ``(x - zero_point) · scale`` in f32, rounded once to the output."""
+    p = params(ctx)
+    ins, out = ew._views(ctx, [p["x"]])
+    ew.sliced_map(ctx, ins, out, lambda x, o: ctx.em.emit(isa.Cast, ctx.layer, x=x[0], out=o,
+                                                           scale=float(p["scale"]),
+                                                           zero_point=int(p["zero_point"])))
+
+
+def gen_requant_int8(ctx: OpCtx) -> None:
+    """``tpu.requant_int8`` -> [``eltwise sub`` x_zp to int32] -> ``requant`` [-> ``clip``]."""
+    p = params(ctx)
+    qmin, qmax = _bounds(ctx, p)
+    x_zp = int(p["x_zp"])
+    ins, out = ew._views(ctx, [p["x"]])
+
+    def compute(x: list[LocalTensor], o: LocalTensor) -> None:
+        src = minus_zp(ctx, x[0], x_zp, x[1] if x_zp else None)
+        requant_out(ctx, src, o, (int(p["multiplier"]),), (int(p["shift"]),), int(p["out_zp"]), qmin, qmax)
+
+    ew.sliced_map(ctx, ins, out, compute, scratch=(I32,) if x_zp else ())
+
+
+def gen_lut_int8(ctx: OpCtx) -> None:
+    """``tpu.lut_int8`` -> ``lut`` with the 256-entry table loaded once."""
+    x, table = ctx.node.args[:2]
+    tv = ctx.weights.add((table.target, "lut"), ctx.const_tensor(table), (1, 1, 1, 256), DType.INT8)
+    t_tile, nbytes = load_const(ctx, tv)
+    ins, out = ew._views(ctx, [x])
+    ew.sliced_map(ctx, ins, out, lambda xs, o: ctx.em.emit(isa.Lut, ctx.layer, x=xs[0], table=t_tile, out=o),
+                  const_bytes=nbytes)
+
+
+def _rescaled_max(zp: int, multiplier: int, shift: int) -> int:
+    """The largest ``|round_shift((q - zp) · m, s)|`` over int8 ``q`` (monotonic in ``|q - zp|``)."""
+    v = max(abs(-128 - zp), abs(127 - zp)) * multiplier
+    return (v + ((1 << shift) >> 1)) >> shift
+
+
+def gen_add_sub_int8(ctx: OpCtx, op: str) -> None:
+    """``tpu.add_int8`` / ``sub_int8``: each input ``requant``-ed to the common scale in int32 (after its zero
+    point is subtracted), ``eltwise`` add/sub, ``requant`` to the output [-> ``clip``]; broadcasting loads."""
+    p = params(ctx)
+    qmin, qmax = _bounds(ctx, p)
+    sides = [(int(p[f"{s}_zp"]), int(p[f"{s}_multiplier"]), int(p[f"{s}_shift"])) for s in ("a", "b")]
+    for zp, m, s in sides:
+        if _rescaled_max(zp, m, s) >= INT32_LIMIT:
+            raise _refuse(ctx, f"an input rescaled by {m} / 2^{s} could leave int32")
+    ins, out = ew._views(ctx, [p["a"], p["b"]])
+
+    def compute(tiles: list[LocalTensor], o: LocalTensor) -> None:
+        a, b, ta, tb = tiles
+        for x, t, (zp, m, s) in ((a, ta, sides[0]), (b, tb, sides[1])):
+            src = minus_zp(ctx, x, zp, t)
+            ctx.em.emit(isa.Requant, ctx.layer, x=src, out=t, multiplier=(m,), shift=(s,))
+        ctx.em.emit(isa.Eltwise, ctx.layer, op=op, a=ta, b=tb, out=ta)
+        requant_out(ctx, ta, o, (int(p["out_multiplier"]),), (int(p["out_shift"]),), int(p["out_zp"]), qmin, qmax)
+
+    ew.sliced_map(ctx, ins, out, compute, scratch=(I32, I32))
+
+
+def gen_mul_int8(ctx: OpCtx) -> None:
+    """``tpu.mul_int8`` -> [zero points subtracted to int32] ``eltwise mul`` (int32) -> ``requant`` [-> ``clip``]."""
+    p = params(ctx)
+    qmin, qmax = _bounds(ctx, p)
+    a_zp, b_zp = int(p["a_zp"]), int(p["b_zp"])
+    ins, out = ew._views(ctx, [p["a"], p["b"]])
+
+    def compute(tiles: list[LocalTensor], o: LocalTensor) -> None:
+        a, b, ta, tb = tiles
+        xa, xb = minus_zp(ctx, a, a_zp, ta), minus_zp(ctx, b, b_zp, tb)
+        ctx.em.emit(isa.Eltwise, ctx.layer, op="mul", a=xa, b=xb, out=ta)
+        requant_out(ctx, ta, o, (int(p["multiplier"]),), (int(p["shift"]),), int(p["out_zp"]), qmin, qmax)
+
+    ew.sliced_map(ctx, ins, out, compute, scratch=(I32, I32))
+
+
+def gen_concat_int8(ctx: OpCtx) -> None:
+    """``tpu.concat_int8``: each input into its block of the output -- a ``dma_copy`` when its requant is the
+    identity (``m = 2^s``, same zero point), else sliced [``eltwise sub``] -> ``requant``."""
+    p = params(ctx)
+    out_zp = int(p["out_zp"])
+    rank = ctx.node.meta["val"].dim()
+    if rank > 4:
+        raise _refuse(ctx, "rank > 4")
+    d = 4 - rank + int(p["dim"]) % rank
+    out = ctx.out()
+    pos = 0
+    for x, m, s, zp in zip(p["xs"], p["multipliers"], p["shifts"], p["zero_points"]):
+        xv = ctx.operand(x)
+        start = [0, 0, 0, 0]
+        start[d] = pos
+        pos += xv.shape[d]
+        block = sub_view(out, tuple(start), xv.shape)
+        m, s, zp = int(m), int(s), int(zp)
+        if m == 1 << s and zp == out_zp:
+            ctx.em.emit(isa.DmaCopy, ctx.layer, src=xv, dst=block)
+            continue
+
+        def compute(tiles: list[LocalTensor], o: LocalTensor, m=m, s=s, zp=zp) -> None:
+            src = minus_zp(ctx, tiles[0], zp, tiles[1] if zp else None)
+            requant_out(ctx, src, o, (m,), (s,), out_zp, -128, 127)
+
+        ctx.em.arena.reset()
+        ew.sliced_map(ctx, [xv], block, compute, scratch=(I32,) if zp else ())
+
+
+def register(reg: Callable[[str, Callable[[OpCtx], None]], None]) -> None:
+    """Add every INT8 handler through the driver's ``reg(name, handler)`` (which refuses duplicates)."""
+    reg("conv2d_int8", gen_conv2d_int8)
+    reg("linear_int8", gen_linear_int8)
+    reg("matmul_int8", gen_matmul_int8)
+    reg("max_pool2d_int8", functools.partial(ops_pool.gen_pool2d, mode="max"))
+    reg("avg_pool2d_int8", gen_avg_pool2d_int8)
+    reg("reduce_sum_int8", gen_reduce_sum_int8)
+    reg("quantize_int8", gen_quantize_int8)
+    reg("dequantize_int8", gen_dequantize_int8)
+    reg("requant_int8", gen_requant_int8)
+    reg("lut_int8", gen_lut_int8)
+    reg("add_int8", functools.partial(gen_add_sub_int8, op="add"))
+    reg("sub_int8", functools.partial(gen_add_sub_int8, op="sub"))
+    reg("mul_int8", gen_mul_int8)
+    reg("concat_int8", gen_concat_int8)
