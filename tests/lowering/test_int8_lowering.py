@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 import torch.nn as nn
@@ -42,14 +43,18 @@ class Net(nn.Module):
         return torch.softmax(self.fc(v.view(v.shape[0], -1)), -1), torch.sigmoid(v)
 
 
-@pytest.fixture(scope="module")
-def setup():
+def _cnn_setup():
     torch.manual_seed(0)
     m = Net().eval()
     data = [torch.randn(2, 3, 8, 8) for _ in range(6)]
     top = capture_module(m, (data[0],))
     table = calibrate(top, data, method="max", num_samples=6, tune_num=0, progress=False)
     return m, top, data, table
+
+
+@pytest.fixture(scope="module")
+def setup():
+    return _cnn_setup()
 
 
 def ops_by_name(gm) -> dict[str, str]:
@@ -70,7 +75,7 @@ def test_int8_graph_matches_float_and_simulation(setup):
     out = tpu(x)
     fused = fused_producer_names(top.gm, "bm1684x")
     assert fused == {"c1", "c3"}
-    sim = run_fake_quant(top.gm, (x,), {k: t for k, t in table.thresholds().items() if k not in fused},
+    sim = run_fake_quant(top.gm, (x,), {k: e for k, e in table.items() if k not in fused},
                          quantize_weights=True)
     for r, o, s in zip(ref, out, sim):
         assert o.dtype == torch.float32 and o.shape == r.shape
@@ -83,11 +88,12 @@ def test_relu_fused_into_conv(setup):
     _, top, _, table = setup
     tpu = lower(top.gm, "bm1684x", "int8", calibration_table=table)
     convs = {stable_name(n): n for n in tpu.graph.nodes if "conv2d_int8" in str(n.target)}
-    # fused nodes take the activation's stable name, with the activation as saturation bounds
-    assert convs["relu"].args[11:13] == (0, 127)
+    # fused nodes take the activation's stable name, with the activation as saturation bounds; relu and
+    # relu6 outputs are never negative, so they are on the unsigned grid (quant/qscheme.py): zp = -128
+    assert convs["relu"].args[10:13] == (-128, -128, 127)
     qmax = convs["hardtanh"].args[12]
-    s = table["hardtanh"].threshold / 127
-    assert qmax == min(127, round(6.0 / s)) and convs["hardtanh"].args[11] == 0
+    s = float(np.float32(table["hardtanh"].threshold / 255))
+    assert qmax == min(127, -128 + round(6.0 / s)) and convs["hardtanh"].args[10:12] == (-128, -128)
 
 
 def test_asymmetric(setup):
@@ -200,3 +206,50 @@ def test_degenerate_zero_threshold_lowers_and_runs():
         assert cosine(r, o) >= 0.999
     # the fused linear+relu requantizes to a ~1e-40 scale: factors capped at 2^22, outputs ~0, no overflow
     assert out[2].abs().max() < 1e-30
+
+
+class PreNormBlock(nn.Module):
+    """A pre-norm transformer residual stream with one token far smaller than the others (vit's class token)."""
+
+    def __init__(self):
+        super().__init__()
+        self.ln1, self.ln2, self.ln3 = nn.LayerNorm(16), nn.LayerNorm(16), nn.LayerNorm(16)
+        self.fc1, self.fc2 = nn.Linear(16, 16), nn.Linear(16, 16)
+
+    def forward(self, x):
+        x = x + 0.05 * self.fc1(self.ln1(x))
+        x = x + 0.05 * self.fc2(self.ln2(x))
+        return self.ln3(x)[:, 0]
+
+
+def test_residual_stream_read_only_in_float_stays_float():
+    from torch_tpu.lowering.int8_driver import float_value_names
+    torch.manual_seed(0)
+    m = PreNormBlock().eval()
+
+    def sample():
+        x = torch.randn(2, 8, 16)
+        x[:, 0] *= 0.01                             # the small token: one int8 step of the stream's scale
+        return x
+
+    data = [sample() for _ in range(6)]
+    top = capture_module(m, (data[0],))
+    table = calibrate(top, data, method="max", num_samples=6, tune_num=0, progress=False)
+    tpu = lower(top.gm, "bm1684x", "int8", calibration_table=table)
+    check_tpu(tpu, "bm1684x", "int8")
+    ops = ops_by_name(tpu)
+    assert not any(o.startswith("tpu.add_int8") for o in ops.values())      # the residual adds run in f32
+    assert any(o.startswith("tpu.linear_int8") for o in ops.values())       # the branches stay int8
+    names = float_value_names(top.gm, "bm1684x")
+    adds = [stable_name(n) for n in top.gm.graph.nodes if n.target == torch.ops.aten.add.Tensor]
+    assert len(adds) == 2 and set(adds) <= names
+    x = data[1]
+    c = cosine(m(x), tpu(x)[0])
+    # the simulation quantizing every value, the adds included (what the int8 graph did before)
+    sim_int8_adds = run_fake_quant(top.gm, (x,), dict(table.items()), quantize_weights=True)[0]
+    print(f"residual adds in f32: cosine {c:.5f}; all int8 (simulated): {cosine(m(x), sim_int8_adds):.5f}")
+    assert c >= 0.999 > cosine(m(x), sim_int8_adds)
+    # the CNN's residual add feeds a conv: it stays int8
+    _, top_cnn, _, table_cnn = _cnn_setup()
+    assert any(o.startswith("tpu.add_int8") for o in ops_by_name(
+        lower(top_cnn.gm, "bm1684x", "int8", calibration_table=table_cnn)).values())

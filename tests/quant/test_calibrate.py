@@ -41,7 +41,8 @@ class SmallCNN(nn.Module):
 
 
 def sample(g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-    return torch.randn(1, 3, 16, 16, generator=g), 0.1 * torch.randn(1, 16, 4, 4, generator=g)
+    # a batch of 8: enough values per tensor for the kl method (thresholds.KL_MIN_VALUES_PER_BIN)
+    return torch.randn(8, 3, 16, 16, generator=g), 0.1 * torch.randn(1, 16, 4, 4, generator=g)
 
 
 @pytest.fixture(scope="module")
@@ -182,7 +183,7 @@ def test_data_forms_and_errors(top, data, tmp_path):
             yield x.numpy(), b.numpy()
 
     obs, kept, count = observe(top, stream(), num_samples=6, keep=2, progress=False)
-    assert count == 6 and len(kept) == 2 and obs["x"].count == 6 * 3 * 16 * 16
+    assert count == 6 and len(kept) == 2 and obs["x"].count == 6 * 8 * 3 * 16 * 16
     # statistics memory (numpy, traced) does not grow with the number of samples
     def traced_peak(n: int) -> int:
         tracemalloc.start()

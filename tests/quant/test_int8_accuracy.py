@@ -9,7 +9,7 @@ import torch.nn as nn
 import torch_tpu
 from torch_tpu.lowering.checker import check_tpu
 from torch_tpu.lowering.driver import lower
-from torch_tpu.lowering.int8_driver import fused_producer_names
+from torch_tpu.lowering.int8_driver import float_value_names
 from torch_tpu.quant.simulate import cosine, run_fake_quant
 
 
@@ -62,25 +62,51 @@ def test_digits_cnn_int8_accuracy_within_half_a_point():
     assert abs(acc_f32 - acc_int8) <= 0.5
 
 
-@pytest.mark.parametrize("name", ["resnet18", "mobilenet_v2"])
+#: the zoo at build(name, small=True)'s input size (its BatchNorm statistics come from that size).
+#: Default run: the models that take < ~20 s here; the rest are slow.
+_SLOW = pytest.mark.slow
+ZOO_CASES = [
+    "resnet18", "mobilenet_v2", "mobilenet_v3_small",
+    pytest.param("bert_2layer", marks=_SLOW),
+    pytest.param("vgg11_bn", marks=_SLOW),
+    pytest.param("resnet50", marks=_SLOW),
+    pytest.param("vit_tiny_patch16_224", marks=_SLOW),
+    pytest.param("efficientnet_b0", marks=[_SLOW, pytest.mark.xfail(
+        strict=False, reason="int8 vs f32 cosine about 0.97 (0.95 to 0.99 per sample) after the fixes in "
+        "quant/qscheme.py and quant/thresholds.py (0.94 before): with random weights the error of 16 "
+        "squeeze-excite blocks adds up block by block (per-layer cosines fall ~0.003 a block), no single "
+        "tensor dominates")]),
+]
+N_CAL, N_EVAL = 16, 2
+
+
+@pytest.mark.parametrize("name", ZOO_CASES)
 def test_zoo_cnn_int8_cosine(name):
     from benchmarks.zoo import build
-    model, _ = build(name, small=True)
+    model, example = build(name, small=True)
     torch.manual_seed(2)
-    data = [torch.randn(1, 3, 64, 64) for _ in range(5)]
+    x0 = example[0]
+    if x0.is_floating_point():
+        data = [torch.randn(x0.shape) for _ in range(N_CAL + N_EVAL)]
+    else:                                       # token ids
+        data = [torch.randint(0, 1000, x0.shape) for _ in range(N_CAL + N_EVAL)]
     top = torch_tpu.transform(model, (data[0],))
-    table = torch_tpu.calibrate(top, data[:4], method="kl", num_samples=4, tune_num=0, progress=False)
+    table = torch_tpu.calibrate(top, data[:N_CAL], method="kl", num_samples=N_CAL, tune_num=0, progress=False)
     tpu = lower(top.gm, "bm1684x", "int8", calibration_table=table)
     check_tpu(tpu, "bm1684x", "int8")
-    x = data[4]
-    with torch.no_grad():
-        ref = model(x)
-    out = tpu(x)[0]
-    # the simulation quantizes the tensors the int8 graph quantizes: not the conv outputs fused into relu/relu6
-    fused = fused_producer_names(top.gm, "bm1684x")
-    thresholds = {k: t for k, t in table.thresholds().items() if k not in fused}
-    sim = run_fake_quant(top.gm, (x,), thresholds, quantize_weights=True)[0]
-    c, c_sim = cosine(ref, out), cosine(sim, out)
-    print(f"{name}: int8 vs f32 cosine {c:.4f}; int8 TPU graph vs fake-quant simulation {c_sim:.4f}")
-    assert c >= 0.98
-    assert c_sim >= 0.99
+    # the simulation quantizes the tensors the int8 graph quantizes: not the conv outputs fused into
+    # relu/relu6, nor the element-wise results only read in float (float_value_names)
+    skip = float_value_names(top.gm, "bm1684x")
+    entries = {k: e for k, e in table.items() if k not in skip}
+    for i, x in enumerate(data[N_CAL:]):
+        with torch.no_grad():
+            ref = model(x)
+        refs = ref if isinstance(ref, tuple) else (ref,)
+        outs = tpu(x)
+        sims = run_fake_quant(top.gm, (x,), entries, quantize_weights=True)
+        for j, (r, o, s) in enumerate(zip(refs, outs, sims)):
+            c, c_sim = cosine(r, o), cosine(s, o)
+            print(f"{name} sample {i} output {j}: int8 vs f32 cosine {c:.4f}; int8 TPU graph vs fake-quant "
+                  f"simulation {c_sim:.4f}")
+            assert c >= 0.98
+            assert c_sim >= 0.99

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import functools
+import time
 
+import numpy as np
 import pytest
 import torch
 import torch.nn as nn
@@ -11,7 +13,7 @@ import torch.nn.functional as F
 
 from torch_tpu.api import transform
 from torch_tpu.graph.names import stable_name
-from torch_tpu.quant import QTable, calibrate, run_fake_quant
+from torch_tpu.quant import CalibrationEntry, QTable, calibrate, run_fake_quant
 from torch_tpu.quant.mixed_precision import (MixedPrecisionError, SimulationEvaluator, network_cosine,
                                              qtable_cosine, qtable_main, quantizable_layers, search_qtable,
                                              sensitivity)
@@ -76,8 +78,18 @@ def test_layers_are_the_quantized_ops(plain):
     assert quantizable_layers(top) == ["c1", "c2", "c3", "add", "mean", "fc"]
 
 
-def _fq(x: torch.Tensor, t: float) -> torch.Tensor:
-    return torch.fake_quantize_per_tensor_affine(x, t / 127, 0, -128, 127)
+def _fq(x: torch.Tensor, e: CalibrationEntry) -> torch.Tensor:
+    """The grid of quant/qscheme.py, written out: unsigned [0, T] for tensors never negative, [min, T] when
+    min > -T/2, else signed symmetric."""
+    t = e.threshold
+    if e.min >= 0:
+        s, zp = t / 255, -128
+    elif e.min > -t / 2:
+        s = float(np.float32((t - e.min) / 255))
+        zp = -128 + round(-e.min / s)
+    else:
+        s, zp = t / 127, 0
+    return torch.fake_quantize_per_tensor_affine(x, float(np.float32(s)), zp, -128, 127)
 
 
 def _fqw(w: torch.Tensor) -> torch.Tensor:
@@ -85,7 +97,7 @@ def _fqw(w: torch.Tensor) -> torch.Tensor:
     return torch.fake_quantize_per_channel_affine(w, s, torch.zeros(len(s), dtype=torch.int32), 0, -128, 127)
 
 
-def _eager_int8(m: Net, x: torch.Tensor, th: dict[str, float]) -> torch.Tensor:
+def _eager_int8(m: Net, x: torch.Tensor, th: dict[str, CalibrationEntry]) -> torch.Tensor:
     """Independent reference: eager PyTorch with torch's own fake-quant ops (module doc semantics)."""
     q = _fq
     c1 = q(F.conv2d(q(x, th["x"]), _fqw(m.c1.weight), m.c1.bias, padding=1), th["c1"])
@@ -101,7 +113,7 @@ def _eager_int8(m: Net, x: torch.Tensor, th: dict[str, float]) -> torch.Tensor:
 def test_simulation_matches_eager_fake_quant(plain):
     model, top, table, held = plain
     ev = SimulationEvaluator(top, table, held)
-    th = table.thresholds()
+    th = dict(table.items())
     with torch.no_grad():
         for x, (got,) in zip(held, ev(frozenset())):
             torch.testing.assert_close(got, _eager_int8(model, x, th), rtol=1e-5, atol=1e-5)
@@ -113,7 +125,7 @@ def test_all_int8_is_run_fake_quant_with_weights(plain):
     _, top, table, held = plain
     ev = SimulationEvaluator(top, table, held)
     for x, (got,) in zip(held, ev(frozenset())):
-        torch.testing.assert_close(got, run_fake_quant(top.gm, (x,), table.thresholds(), quantize_weights=True)[0],
+        torch.testing.assert_close(got, run_fake_quant(top.gm, (x,), dict(table.items()), quantize_weights=True)[0],
                                    rtol=1e-6, atol=1e-6)
 
 
@@ -178,3 +190,26 @@ def test_qtable_main_writes_the_searched_qtable(tmp_path):
     assert QTable.load(tmp_path / "qtable") == QTable({"c2": "F32"}) and rep.reached
     with pytest.raises(MixedPrecisionError, match=r"\.pt2"):
         qtable_main(tmp_path / "model.onnx", tmp_path / "cali_table", data, tmp_path / "q2")
+
+
+@pytest.mark.parametrize("kind,culprit", [("weight", "c2"), ("input", "c1")])
+def test_search_with_the_real_int8_lowering(kind, culprit):
+    from torch_tpu.lowering.driver import lower
+    from torch_tpu.lowering.int8_driver import Int8Evaluator
+
+    _, top, table, held = _setup(kind)
+    ev = Int8Evaluator(top, table, held)
+    t0 = time.perf_counter()
+    ranking = sensitivity(top, table, held, evaluator=ev, progress=False)
+    qtable, rep = search_qtable(top, table, held, expected_cos=0.99, evaluator=ev, ranking=ranking, progress=False)
+    dt = time.perf_counter() - t0
+    print(kind, ranking, f"\n{rep}\n{len(ev._graphs)} lowerings, {dt:.2f} s")
+    assert rep.evaluator == "int8 lowering"
+    assert ranking[0][0] == culprit and ranking[0][1] < 0.97
+    assert rep.int8_cosine < 0.97 and rep.float_layers == [culprit] and rep.reached
+    # the evaluator's outputs are the lowered graph's, with the qtable found
+    tpu = lower(top.gm, "bm1684x", "int8", calibration_table=table, qtable=qtable)
+    for x, (got,) in zip(held, ev(frozenset(rep.float_layers))):
+        assert torch.equal(got, tpu(x)[0])
+    # and the simulation agrees on the outcome
+    assert qtable_cosine(top, table, qtable, held) >= 0.99

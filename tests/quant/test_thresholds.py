@@ -8,7 +8,8 @@ import torch
 
 from torch_tpu.fixed_point import fake_quantize
 from torch_tpu.quant.observers import CalibrationError, HistogramObserver
-from torch_tpu.quant.thresholds import (THRESHOLD_METHODS, compute_threshold, kl_divergence_curve,
+from torch_tpu.quant.qscheme import positive_levels
+from torch_tpu.quant.thresholds import (THRESHOLD_METHODS, _nonzero_hist, compute_threshold, kl_divergence_curve,
                                         register_method)
 
 SIGMA = 2.0
@@ -32,9 +33,10 @@ def test_max_is_exact(gauss):
 
 
 def test_gaussian_kl_and_mse_in_expected_band():
-    # 20k values: a few samples of a small activation map. (Minimum-KL thresholds of a pure Gaussian
-    # drift toward the max as the sampled tail fills in: about 3.8 sigma at 10k values, 4.5 at 1M.)
-    x = torch.randn(20_000, generator=torch.Generator().manual_seed(0)) * SIGMA
+    # 40k values: a few samples of a small activation map (kl needs 16 per bin on average, 32768; below
+    # that it takes the max, see test_kl_on_a_sparse_histogram_is_the_max). Minimum-KL thresholds of a
+    # pure Gaussian drift toward the max as the sampled tail fills in (about 4.5 sigma at 1M values).
+    x = torch.randn(40_000, generator=torch.Generator().manual_seed(1)) * SIGMA
     obs = observed(x)
     for method in ("kl", "mse"):
         t = compute_threshold(obs, method)
@@ -43,7 +45,7 @@ def test_gaussian_kl_and_mse_in_expected_band():
 
 
 def test_relu_zeros_do_not_pull_kl_down():
-    x = torch.randn(20_000, generator=torch.Generator().manual_seed(0)) * SIGMA
+    x = torch.randn(80_000, generator=torch.Generator().manual_seed(0)) * SIGMA
     relu = observed(torch.relu(x))
     t_relu = compute_threshold(relu, "kl")
     assert t_relu == compute_threshold(observed(x[x > 0]), "kl")       # exact zeros are left out
@@ -51,6 +53,42 @@ def test_relu_zeros_do_not_pull_kl_down():
     # counted in bin 0, the zero spike would drag the minimum-KL threshold far down
     cands, kl = kl_divergence_curve(relu.hist)
     assert (cands[np.argmin(kl)] + 0.5) * relu.bin_width < 0.5 * t_relu
+
+
+def test_kl_never_clips_below_the_coverage_floor():
+    # values far from 0 on both sides (signed grid), the smallest of them in bin 623 of [0, 1): the
+    # candidate of 624 bins sees one spike in P and in Q, KL = 0, which plain KL picks (an SE gate in
+    # efficientnet_b0 had exactly this shape); the floor keeps 99 % of the values inside the threshold
+    g = torch.Generator().manual_seed(3)
+    mag = torch.cat([torch.full((500,), 623.5 / 2048), 0.31 + 0.44 * torch.rand(59_500, generator=g)])
+    x = torch.where(torch.rand(60_000, generator=g) < 0.5, -mag, mag)
+    obs = observed(x)
+    cands, kl = kl_divergence_curve(_nonzero_hist(obs))
+    assert (cands[np.argmin(kl)] + 0.5) * obs.bin_width < 0.31           # the degenerate choice
+    t = compute_threshold(obs, "kl")
+    assert t >= float(torch.quantile(x.abs(), 0.99)) - obs.bin_width
+    assert t == compute_threshold(obs, "kl")                              # deterministic
+
+
+def test_kl_on_a_sparse_histogram_is_the_max():
+    x = torch.randn(2_000, generator=torch.Generator().manual_seed(4)) * SIGMA   # < 16 values per bin
+    assert compute_threshold(observed(x), "kl") == float(x.abs().max())
+
+
+def test_kl_on_one_sided_tensors_is_mse_on_their_grid():
+    g = torch.Generator().manual_seed(5)
+    x = torch.randn(80_000, generator=g) * SIGMA
+    gate = torch.sigmoid(x)                                       # unsigned grid: 255 steps in [0, T]
+    obs = observed(gate)
+    assert compute_threshold(obs, "kl") == compute_threshold(obs, "mse", qmax=255)
+    assert compute_threshold(obs, "kl") > 0.99 * float(gate.max())
+    silu = torch.nn.functional.silu(x)                            # one-sided grid [min, T]
+    obs = observed(silu)
+    t = compute_threshold(obs, "kl")
+    assert positive_levels(t, obs.min) > 127                     # (steps taken from the KL threshold)
+    assert t in {compute_threshold(obs, "mse", qmax=q) for q in range(128, 256)}
+    signed = observed(x)                                          # signed grid: plain (guarded) KL
+    assert compute_threshold(signed, "kl") < 0.9 * float(x.abs().max())
 
 
 def test_percentile_matches_exact_quantile(gauss):

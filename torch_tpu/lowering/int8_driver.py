@@ -7,11 +7,13 @@ Steps (see README.md, "INT8"):
 2. Conv / linear followed by their only user relu / relu6 / clip are fused: the product is requantized
    straight to the activation's scale with the activation as saturation bounds; the fused node takes the
    activation's stable name (the last node it replaces).
-3. Each node is lowered by its ``int8`` rule when its mode is INT8 and the rule accepts it; otherwise by the
+3. A binary element-wise op whose every consumer reads it in float (layer norm, softmax, ... or another
+   such op) runs in float (:func:`float_by_consumers`: a pre-norm transformer's residual stream).
+4. Each node is lowered by its ``int8`` rule when its mode is INT8 and the rule accepts it; otherwise by the
    float rule of its qtable mode (``F32``/``BF16``/``F16``), or, for INT8 nodes without an int8 rule
    (softmax, layer norm, ...), of the target's fallback float precision: **f32 where the target has it
    (bm1684x, bm1688: accuracy first; these ops are a small share of the work), bf16 otherwise (cv183x)**.
-4. Precision boundaries get casts: ``tpu.quantize_int8`` (``<value>.quantize``) where an int8 op reads a
+5. Precision boundaries get casts: ``tpu.quantize_int8`` (``<value>.quantize``) where an int8 op reads a
    float value -- graph inputs included -- and ``tpu.dequantize_int8`` (``<value>.dequantize_<dtype>``)
    where a float op reads an int8 value; graph outputs are dequantized to f32.
 """
@@ -35,6 +37,7 @@ from torch_tpu.lowering.driver import finish_tpu, walk_top
 from torch_tpu.fixed_point import quantize
 from torch_tpu.lowering.qparams import QuantParams, check_mode, load_calibration_table, load_qtable
 from torch_tpu.lowering.registry import Rule, RuleTable
+from torch_tpu.quant.calibrate import as_inputs, graph_module
 from torch_tpu.quant.tables import CalibrationTable, QTable
 from torch_tpu.targets import PRECISION_DTYPES, Target, get_target
 
@@ -74,6 +77,8 @@ class QuantGraphBuilder(GraphBuilder):
                 q = quantize(self.consts[top].to(torch.float64), qp.scale, qp.zero_point, dtype=torch.int8)
                 self._q_cache[key] = self.add_const(q, f"{stable_name(top)}.int8", top)
             return self._q_cache[key]
+        if top in self.consts and dtype is not None and dtype.is_floating_point:
+            return super().value(top, dtype)  # the constant converted once (as the float lowering), no cast op
         node = super().value(top, None)
         if dtype is None or isinstance(node, tuple):
             return node
@@ -137,6 +142,38 @@ def choose_rule(table: RuleTable, node: fx.Node, target: Target, mode: str) -> t
     return table.rule_for(node, target, precision), precision
 
 
+#: element-wise ops that run in float when no consumer of their result is int8 (:func:`float_by_consumers`).
+FLOAT_IF_NO_INT8_CONSUMER = (aten.add.Tensor, aten.sub.Tensor, aten.mul.Tensor)
+
+
+def float_by_consumers(gm: fx.GraphModule, qtable: QTable, table: RuleTable, target: Target) -> set[fx.Node]:
+    """Binary element-wise nodes (:data:`FLOAT_IF_NO_INT8_CONSUMER`, INT8 in the qtable) that run in the
+    fallback float precision because **every consumer reads them in float**: an op without an int8 rule
+    (layer norm, softmax, ...) or another node of this set. (A graph output is not such a consumer: the
+    output keeps the int8 result a pre-quantized model defines.)
+
+    Quantizing such a result buys nothing (the consumer dequantizes it at once) and costs a per-tensor
+    rounding: in a pre-norm transformer the residual stream ``x + f(LN(x))`` only feeds layer norms and the
+    next residual add, and one int8 scale for all its tokens erases the small ones (vit_tiny's class token
+    is ~0.02 where patch tokens reach 2.5, one int8 step): output cosine 0.85 with the adds in int8,
+    0.999 in float. Decided in reverse graph order, so a chain of such adds is float as a whole.
+    """
+    out: set[fx.Node] = set()
+
+    def reads_float(user: fx.Node) -> bool:
+        if user in out:
+            return True
+        if user.op != "call_function":
+            return False
+        return choose_rule(table, user, target, mode_of(qtable, user))[1] != "int8"
+
+    for n in reversed(list(gm.graph.nodes)):
+        if (n.op == "call_function" and n.target in FLOAT_IF_NO_INT8_CONSUMER and mode_of(qtable, n) == "INT8"
+                and n.users and all(reads_float(u) for u in n.users)):
+            out.add(n)
+    return out
+
+
 def supports_int8(table: RuleTable, node: fx.Node, target: Target, qtable: QTable) -> bool:
     """Whether :func:`lower_int8` can lower ``node`` (int8 rule, or the float rule it falls back to)."""
     if node.op != "call_function":
@@ -183,11 +220,16 @@ def lower_int8(gm_top: fx.GraphModule, target: Target | str, *,
     b.qp = qp
     fused = fusions(gm, qt, table, target)
     fused_into = {act: prod for prod, act in fused.items()}
+    in_float = float_by_consumers(gm, qt, table, target)
 
     def lower_call(node: fx.Node):
         if node in fused_into:  # the activation lives in its producer's clamp
             return b.env[fused_into[node]]
-        rule, precision = choose_rule(table, node, target, mode_of(qt, node))
+        if node in in_float:
+            precision = fallback_precision(target)
+            rule = table.rule_for(node, target, precision)
+        else:
+            rule, precision = choose_rule(table, node, target, mode_of(qt, node))
         ctx = make_ctx(node, target, precision, PRECISION_DTYPES[precision], b, quant=qp, fused_act=fused.get(node))
         if node in fused:
             ctx = dataclasses.replace(ctx, name=stable_name(fused[node]))
@@ -216,3 +258,70 @@ def fused_producer_names(gm_top: fx.GraphModule, target: Target | str,
     gm = fold_constants(copy_graph_module(gm_top))
     fused = fusions(gm, load_qtable(qtable), table if table is not None else default_table(), get_target(target))
     return {stable_name(n) for n in fused}
+
+
+def float_value_names(gm_top: fx.GraphModule, target: Target | str,
+                      qtable: QTable | Mapping[str, str] | str | os.PathLike | None = None,
+                      table: RuleTable | None = None) -> set[str]:
+    """Stable names of the values the int8 graph never quantizes: conv/linear results fused into their
+    activation (:func:`fused_producer_names`) and element-wise results read only in float
+    (:func:`float_by_consumers`). A fake-quant simulation that leaves these out quantizes the same
+    tensors as the int8 graph.
+    """
+    from torch_tpu.lowering.rules import default_table
+
+    table = table if table is not None else default_table()
+    target, qt = get_target(target), load_qtable(qtable)
+    gm = fold_constants(copy_graph_module(gm_top))
+    nodes = set(fusions(gm, qt, table, target)) | float_by_consumers(gm, qt, table, target)
+    return {stable_name(n) for n in nodes}
+
+
+class Int8Evaluator:
+    """A mixed-precision evaluator (:mod:`torch_tpu.quant.mixed_precision`) running the **real INT8
+    lowering**: ``evaluator(float_layers)`` lowers the TOP graph with ``float_layers`` in ``mode`` (a
+    qtable) and every other layer int8, runs the TPU graph's integer reference ops on each sample and
+    returns the outputs (one tuple per sample). Graphs are lowered once per distinct set (kept while
+    the evaluator lives).
+
+    Args:
+        top: TopGraph or GraphModule (float).
+        table: the calibration table (or its path).
+        samples: evaluation samples, each a tensor or a tuple of input tensors.
+        target: a preset name or :class:`Target` with int8.
+        mode: ``"F32"`` or ``"BF16"``: the qtable mode of the float layers.
+        asymmetric: as :func:`lower_int8`.
+
+    Example:
+        >>> ev = Int8Evaluator(top, table, samples[:4])                                   # doctest: +SKIP
+        >>> qtable, report = search_qtable(top, table, samples[:4], evaluator=ev)         # doctest: +SKIP
+    """
+
+    __name__ = "int8 lowering"
+
+    def __init__(self, top, table: CalibrationTable | str | os.PathLike, samples, target: Target | str = "bm1684x",
+                 *, mode: str = "F32", asymmetric: bool = False):
+        self.gm = graph_module(top)
+        self.table = load_calibration_table(table)
+        self.samples = [as_inputs(s, i) for i, s in enumerate(samples)]
+        self.target = get_target(target)
+        self.mode = check_mode(mode.upper(), "Int8Evaluator")
+        self.asymmetric = asymmetric
+        self._graphs: dict[frozenset[str], fx.GraphModule] = {}
+
+    def graph(self, float_layers: frozenset[str]) -> fx.GraphModule:
+        """The INT8 TPU graph with ``float_layers`` in ``mode`` (lowered once per set)."""
+        key = frozenset(float_layers)
+        if key not in self._graphs:
+            self._graphs[key] = lower_int8(self.gm, self.target, calibration_table=self.table,
+                                           qtable={n: self.mode for n in key}, asymmetric=self.asymmetric)
+        return self._graphs[key]
+
+    def __call__(self, float_layers: frozenset[str]) -> list[tuple[torch.Tensor, ...]]:
+        tpu = self.graph(float_layers)
+        outs = []
+        with torch.no_grad():
+            for inputs in self.samples:
+                out = tpu(*inputs)
+                outs.append(tuple(out) if isinstance(out, (tuple, list)) else (out,))
+        return outs

@@ -2,8 +2,12 @@
 
 Formulas (all fixed-point arithmetic comes from :mod:`torch_tpu.fixed_point`):
 
-* activation ``t`` with calibrated threshold ``T`` (symmetric, default): ``s_t = f32(T / 127)``, ``zp_t = 0``;
-  asymmetric (``asymmetric=True``): ``(s_t, zp_t) = asymmetric_qparams(min_t, max_t)`` (signed int8);
+* activation ``t`` with calibrated threshold ``T`` and observed range ``[min_t, max_t]``: the grid of
+  :func:`torch_tpu.quant.qscheme.activation_qparams` (shared with the fake-quant simulation) -- symmetric
+  (default): the unsigned grid ``s_t = f32(T / 255)``, ``zp_t = -128`` when ``min_t >= 0``; the one-sided
+  grid ``[min_t, T]`` (``s_t = f32((T - min_t) / 255)``) when ``-T/2 < min_t < 0``; else ``s_t = f32(T / 127)``,
+  ``zp_t = 0``; asymmetric (``asymmetric=True``):
+  ``(s_t, zp_t) = asymmetric_qparams(min_t, max_t)`` (signed int8);
 * constant operand ``c`` of an element-wise op: symmetric per tensor, ``s_c = max|c| / 127``;
 * weight ``W`` per output channel ``o``: ``s_w[o] = max|W[o]| / 127``, ``W_q = round(W / s_w)``;
 * bias ``b``: ``b_q[o] = clamp(round(b[o] / (s_x · s_w[o])), int32)``;
@@ -28,9 +32,10 @@ import torch
 import torch.fx as fx
 
 from torch_tpu.errors import QuantizationError
-from torch_tpu.fixed_point import asymmetric_qparams, quantize, quantize_multiplier, round_float, scale_from_threshold
+from torch_tpu.fixed_point import quantize, quantize_multiplier, round_float, scale_from_threshold
 from torch_tpu.graph.names import stable_name
 from torch_tpu.graph.printer import op_str
+from torch_tpu.quant.qscheme import activation_qparams
 from torch_tpu.quant.tables import QTABLE_MODES, CalibrationTable, QTable
 
 QMIN, QMAX = -128, 127
@@ -97,11 +102,8 @@ class QuantParams:
             raise QuantizationError(f"lowering/qparams.py: the calibration table has no entry for tensor '{name}' "
                                     f"({op}); int8 needs a threshold for every activation (re-run calibrate on "
                                     "this graph)")
-        e = self.table[name]
-        if self.asymmetric:
-            scale, zp = asymmetric_qparams(min(e.min, 0.0), max(e.max, 0.0))
-            return QParams(f32(scale), int(zp))
-        return QParams(f32(scale_from_threshold(e.threshold)), 0)
+        scale, zp = activation_qparams(self.table[name], self.asymmetric)
+        return QParams(scale, zp)
 
     def inherit(self, node: fx.Node, source: fx.Node) -> None:
         """``node`` (a range-preserving op's output) takes the qparams of ``source``."""

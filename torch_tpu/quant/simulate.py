@@ -1,8 +1,12 @@
 """Float simulation of int8 (fake quantization) over a TOP graph, for tune, search and accuracy checks.
 
-* activations: every float value whose stable name has a threshold ``T`` is replaced, as it is
-  produced, by ``fake_quantize(x, T / 127)`` (per-tensor symmetric int8, half away from zero) — what
-  an int8 graph computes up to accumulator rounding;
+* activations: every float value whose stable name is in the given mapping is replaced, as it is
+  produced, by ``fake_quantize(x, s, zp)`` (per-tensor int8, half away from zero) — what an int8 graph
+  computes up to accumulator rounding. The mapping gives per name either a
+  :class:`~torch_tpu.quant.tables.CalibrationEntry` — the grid is then
+  :func:`torch_tpu.quant.qscheme.activation_qparams`'s, exactly the INT8 lowering's (unsigned ``[0, T]``
+  for tensors that were never negative) — or a bare threshold ``T`` (signed grid ``s = T / 127``,
+  ``zp = 0``, for search and tune candidates);
 * weights (optional): every float ``get_attr`` with 2 or more dims is fake-quantized per output channel
   with ``scale_c = max|w_c| / 127``; the output-channel axis depends on the op reading the weight
   (table :data:`WEIGHT_AXIS`: 0 for convolution's ``[C_out, ...]``, the last dim for addmm/mm/bmm/matmul's
@@ -22,6 +26,7 @@ import torch.fx as fx
 from torch_tpu.fixed_point import fake_quantize, scale_from_threshold
 from torch_tpu.graph.meta import run_named
 from torch_tpu.graph.names import stable_name
+from torch_tpu.quant.qscheme import ActivationSpec, activation_qparams
 
 
 def cosine(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -96,7 +101,13 @@ def _hook_weight_axis(node: fx.Node) -> int:
     return 0
 
 
-def fake_quant_hook(thresholds: Mapping[str, float], quantize_weights: bool = False
+def fake_quant_activation(x: torch.Tensor, spec: ActivationSpec) -> torch.Tensor:
+    """``x`` on the int8 grid of ``spec`` (a table entry or a bare symmetric threshold, module doc)."""
+    scale, zp = activation_qparams(spec)
+    return fake_quantize(x, scale, zp)
+
+
+def fake_quant_hook(thresholds: Mapping[str, ActivationSpec], quantize_weights: bool = False
                     ) -> Callable[[fx.Node, Any], Any]:
     """A :func:`run_named` hook that fake-quantizes activations (and optionally weights) as they appear."""
     def hook(node: fx.Node, value: Any) -> Any:
@@ -107,13 +118,16 @@ def fake_quant_hook(thresholds: Mapping[str, float], quantize_weights: bool = Fa
         t = thresholds.get(stable_name(node))
         if t is None:
             return None
-        return fake_quantize(value, scale_from_threshold(t))
+        return fake_quant_activation(value, t)
     return hook
 
 
-def run_fake_quant(gm: fx.GraphModule, inputs: Sequence[torch.Tensor], thresholds: Mapping[str, float], *,
+def run_fake_quant(gm: fx.GraphModule, inputs: Sequence[torch.Tensor], thresholds: Mapping[str, ActivationSpec], *,
                    quantize_weights: bool = False) -> tuple[torch.Tensor, ...]:
-    """Run ``gm`` with the activations named in ``thresholds`` fake-quantized; returns the flat outputs."""
+    """Run ``gm`` with the activations named in ``thresholds`` fake-quantized; returns the flat outputs.
+
+    ``thresholds``: per stable name a calibration entry (the lowering's grid) or a bare threshold (module doc).
+    """
     out, _ = run_named(gm, *inputs, keep=lambda n: False, hook=fake_quant_hook(thresholds, quantize_weights))
     return tuple(out) if isinstance(out, (tuple, list)) else (out,)
 
