@@ -208,3 +208,25 @@ def test_int8_through_torch_compile_and_the_one_call_api():
     torch._dynamo.reset()
     with pytest.raises(ConfigError, match="calibration"):
         torch_tpu.compile(model, (x,), precision="int8")
+
+
+class MaskAndIds(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.emb = nn.Embedding(50, 8)
+
+    def forward(self, ids, x):
+        e = self.emb(ids)                     # int64 ids: int32 inside the Program
+        return e * 2.0, (x > 0.5)             # a bool mask: uint8 inside the Program
+
+
+def test_program_io_dtypes_follow_the_model():
+    torch._dynamo.reset()
+    model = MaskAndIds().eval()
+    ids, x = torch.randint(0, 50, (2, 5)), torch.rand(2, 5)
+    got = torch.compile(model, backend="tpu", options={"cache": False})(ids, x)
+    c = recent_compiles()[-1]
+    assert c.on_cmodel, c.cmodel_fallbacks
+    ref = model(ids, x)
+    assert got[1].dtype == torch.bool and torch.equal(got[1], ref[1])
+    torch.testing.assert_close(got[0], ref[0])

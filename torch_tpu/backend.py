@@ -41,14 +41,16 @@ import torch.fx as fx
 import torch_tpu
 from torch_tpu import tpu_ops  # noqa: F401  (registers torch.ops.tpu.*)
 from torch_tpu.cmodel import Program, Simulator
-from torch_tpu.config import CMODEL_TOLERANCE, STAGE_TOLERANCE, CompileOptions
+from torch_tpu.config import CMODEL_CHAIN_TOLERANCE, CMODEL_TOLERANCE, STAGE_TOLERANCE, CompileOptions
 from torch_tpu.errors import ConfigError, TorchTpuError, VerificationError
 from torch_tpu.frontends.torch_frontend import capture_frozen, freeze_dynamo_params
 from torch_tpu.fx_passes import run_pipeline
 from torch_tpu.graph.meta import run_named
+from torch_tpu.graph.names import stable_name
 from torch_tpu.graph.printer import format_graph
 from torch_tpu.graph.serialize import load_graph, save_graph
 from torch_tpu.graph.top import TopGraph
+from torch_tpu.lowering.builder import fetch_attr
 from torch_tpu.lowering.codegen import codegen
 from torch_tpu.lowering.partition import Fallback, lower_partitioned
 from torch_tpu.targets import get_target
@@ -81,20 +83,25 @@ class ProgramModule(torch.nn.Module):
     by stable name.
     """
 
-    def __init__(self, program: Program, kernels: str, tuple_out: bool):
+    def __init__(self, program: Program, kernels: str, tuple_out: bool, out_dtypes: Sequence[torch.dtype]):
         super().__init__()
         self.program, self.kernels, self.tuple_out = program, kernels, tuple_out
+        self.out_dtypes = list(out_dtypes)   # the TPU graph's (a Program holds bool as uint8, int64 as int32)
         self.debug = False
         self.tensors: dict[str, torch.Tensor] = {}
+        self.last_inputs: tuple = ()
         self._sim: Simulator | None = None
 
     def forward(self, *args: torch.Tensor) -> Any:
         if self._sim is None:
             self._sim = Simulator(self.program, self.kernels)
-        outs, _ = self._sim.run({io.name: a for io, a in zip(self.program.inputs, args)}, debug=self.debug)
+        # int64 indices are int32 in a Program (codegen ddr_plan.cm_dtype)
+        outs, _ = self._sim.run({io.name: a.to(io.dtype.torch) for io, a in zip(self.program.inputs, args)},
+                                debug=self.debug)
         if self.debug:
-            self.tensors = dict(self._sim.tensors)
-        res = [outs[io.name] for io in self.program.outputs]
+            self.tensors, self.last_inputs = dict(self._sim.tensors), args
+        res = [t if t.dtype == d else t.to(d) for t, d in
+               zip((outs[io.name] for io in self.program.outputs), self.out_dtypes)]
         return tuple(res) if self.tuple_out else res[0]
 
 
@@ -119,7 +126,9 @@ def _program_runner(module: fx.GraphModule, programs: dict[str, Program], kernel
     for name, prog in programs.items():
         sub = getattr(module, name)
         outs = next(n for n in sub.graph.nodes if n.op == "output").args[0]
-        runner.add_submodule(name, ProgramModule(prog, kernels, isinstance(outs, (tuple, list))))
+        dtypes: list[torch.dtype] = []
+        fx.node.map_arg(outs, lambda n: dtypes.append(n.meta["val"].dtype))
+        runner.add_submodule(name, ProgramModule(prog, kernels, isinstance(outs, (tuple, list)), dtypes))
     runner.meta.update(module.meta)
     return runner
 
@@ -200,24 +209,56 @@ class CompiledGraph:
 
     def _check_cmodel(self, inputs: Sequence[torch.Tensor], tpu_vals: dict[str, torch.Tensor],
                       tpu_out: dict[str, torch.Tensor]) -> list[CompareReport]:
-        """cmodel vs TPU graph: every probed value by stable name, then the outputs."""
-        tol = CMODEL_TOLERANCE[self.options.precision]
-        mods = [m for m in self.runner.children() if isinstance(m, ProgramModule)]
-        for m in mods:
+        """cmodel vs TPU graph: every op re-run on the Program's own probed inputs against its probed output
+        (``CMODEL_TOLERANCE``), then the outputs end to end (``CMODEL_CHAIN_TOLERANCE``: float rounding
+        differences of successive ops compound through the depth of the model)."""
+        mods = {name: m for name, m in self.runner.named_children() if isinstance(m, ProgramModule)}
+        for m in mods.values():
             m.debug = True
         try:
             out = self(*inputs)
         finally:
-            for m in mods:
+            for m in mods.values():
                 m.debug = False
+        local: dict[str, torch.Tensor] = {}
         probed: dict[str, torch.Tensor] = {}
-        for m in mods:
-            probed.update(m.tensors)
-            m.tensors = {}
-        tag = f"{self.options.target}/{self.options.precision}, kernels {self.options.cmodel}"
-        common = [n for n in tpu_vals if n in probed]
-        return [compare(tpu_vals, probed, tol, names=common, title=f"cmodel[{tag}] vs TPU graph (named tensors)"),
-                compare(tpu_out, dict(zip(tpu_out, out)), tol, title=f"cmodel[{tag}] vs TPU graph (outputs)")]
+        for name, m in mods.items():
+            ref, got = _rerun_ops(getattr(self.module, name), m.last_inputs, m.tensors)
+            local.update(ref)
+            probed.update(got)
+            m.tensors, m.last_inputs = {}, ()
+        prec = self.options.precision
+        tag = f"{self.options.target}/{prec}, kernels {self.options.cmodel}"
+        return [compare(local, probed, CMODEL_TOLERANCE[prec],
+                        title=f"cmodel[{tag}] vs TPU graph (every op on the Program's own inputs)"),
+                compare(tpu_out, dict(zip(tpu_out, out)), CMODEL_CHAIN_TOLERANCE[prec],
+                        title=f"cmodel[{tag}] vs TPU graph (outputs)")]
+
+
+def _rerun_ops(tpu_gm: fx.GraphModule, inputs: Sequence[torch.Tensor], probed: dict[str, torch.Tensor]
+               ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """Each op of a TPU graph run with its reference semantics on the values the Program produced for its
+    operands: ``({stable name: reference}, {stable name: Program value})`` in graph order, in the graph's dtypes
+    (a Program holds bool as uint8 and int64 as int32)."""
+    values: dict[fx.Node, torch.Tensor] = {}
+    refs, got = {}, {}
+    placeholders = [n for n in tpu_gm.graph.nodes if n.op == "placeholder"]
+    for n, x in zip(placeholders, inputs):
+        values[n] = x
+    for n in tpu_gm.graph.nodes:
+        if n.op == "get_attr":
+            values[n] = fetch_attr(tpu_gm, n.target)
+        elif n.op == "call_function":
+            name = stable_name(n)
+            val = n.meta.get("val")
+            if name not in probed or not isinstance(val, torch.Tensor):
+                return refs, got        # a value the Program does not hold: later ops have no inputs to use
+            args = fx.node.map_arg(n.args, values.__getitem__)
+            kwargs = fx.node.map_arg(n.kwargs, values.__getitem__)
+            with torch.no_grad():
+                refs[name] = n.target(*args, **kwargs)
+            got[name] = values[n] = probed[name].to(val.dtype)
+    return refs, got
 
 
 def recent_compiles() -> list[CompiledGraph]:

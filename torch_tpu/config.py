@@ -88,12 +88,22 @@ STAGE_TOLERANCE: dict[str, tuple[float, float]] = {
     "int8": (0.98, 0.80),
 }
 
-#: (min cosine, min Euclidean similarity) of the cmodel's float results against the TPU graph they were
-#: generated from: the same arithmetic, so only summation order (f32) and a last-place rounding of the
-#: stored dtype (bf16 8 bits, f16 11 bits) may differ. Integer tensors must be equal.
+#: (min cosine, min Euclidean similarity) of each op's result on the cmodel against the TPU graph's reference
+#: op run on the same (probed) inputs: the same arithmetic, so only summation order (f32) and a last-place
+#: rounding of the stored dtype (bf16 8 bits, f16 11 bits) may differ. Integer tensors must be equal.
 CMODEL_TOLERANCE: dict[str, tuple[float, float]] = {
     "f32": (0.999999, 0.9999),
     "f16": (0.99999, 0.999),
     "bf16": (0.9999, 0.99),
+    "int8": (0.999999, 0.9999),
+}
+
+#: The same, end to end (the cmodel's outputs vs the TPU graph's): a last-place difference of one op is
+#: the next op's input difference, so in bf16 they compound with depth (resnet50 at 224: 0.99995 / 0.9897
+#: at layer3.2 when chained, every op within one rounding step when run on its own inputs).
+CMODEL_CHAIN_TOLERANCE: dict[str, tuple[float, float]] = {
+    "f32": (0.999999, 0.9999),
+    "f16": (0.99995, 0.995),
+    "bf16": (0.9995, 0.97),
     "int8": (0.999999, 0.9999),
 }
