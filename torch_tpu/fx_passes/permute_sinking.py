@@ -79,6 +79,16 @@ def _users_take_any_strides(n: fx.Node) -> bool:
     return not any(u.op == "call_function" and u.target in _NEEDS_CONTIGUOUS for u in n.users)
 
 
+def _rewrite(ed: GraphEditor, n: fx.Node, target, args: tuple, perm: list[int], kwargs: dict | None = None) -> bool:
+    """Replace ``n`` by ``permute(target(*args), perm)``; False (graph unchanged) if the op refuses the args."""
+    inner = ed.try_call(target, args, dict(n.kwargs) if kwargs is None else kwargs, before=n,
+                        name=f"{stable_name(n)}.unpermuted")
+    if inner is None:
+        return False
+    ed.replace(n, ed.call(aten.permute.default, (inner, perm), before=n))
+    return True
+
+
 def _sink_elementwise(ed: GraphEditor, n: fx.Node) -> bool:
     rank = n.meta["val"].dim()
     perm: list[int] | None = None
@@ -111,11 +121,7 @@ def _sink_elementwise(ed: GraphEditor, n: fx.Node) -> bool:
             continue
         c = c.reshape((1,) * (rank - c.dim()) + tuple(c.shape)).permute(inverse)
         new_args.append(ed.add_constant(c, f"{stable_name(a)}.unpermuted", before=n))
-    inner = ed.try_call(n.target, tuple(new_args), dict(n.kwargs), before=n, name=f"{stable_name(n)}.unpermuted")
-    if inner is None:
-        return False
-    ed.replace(n, ed.call(aten.permute.default, (inner, perm), before=n))
-    return True
+    return _rewrite(ed, n, n.target, tuple(new_args), perm)
 
 
 def _sink_pad(ed: GraphEditor, n: fx.Node) -> bool:
@@ -136,12 +142,7 @@ def _sink_pad(ed: GraphEditor, n: fx.Node) -> bool:
         new += list(x_dim[d])
     while len(new) > 2 and new[-2:] == [0, 0]:
         new = new[:-2]
-    inner = ed.try_call(n.target, (x, new, *n.args[2:]), dict(n.kwargs), before=n,
-                        name=f"{stable_name(n)}.unpermuted")
-    if inner is None:
-        return False
-    ed.replace(n, ed.call(aten.permute.default, (inner, perm), before=n))
-    return True
+    return _rewrite(ed, n, n.target, (x, new, *n.args[2:]), perm)
 
 
 def _sink_reduce(ed: GraphEditor, n: fx.Node) -> bool:
@@ -151,12 +152,7 @@ def _sink_reduce(ed: GraphEditor, n: fx.Node) -> bool:
         return False
     x, perm = pa
     dims = [perm[d % len(perm)] for d in n.args[1]]
-    inner = ed.try_call(n.target, (x, dims, *n.args[2:]), dict(n.kwargs), before=n,
-                        name=f"{stable_name(n)}.unpermuted")
-    if inner is None:
-        return False
-    ed.replace(n, ed.call(aten.permute.default, (inner, perm), before=n))
-    return True
+    return _rewrite(ed, n, n.target, (x, dims, *n.args[2:]), perm)
 
 
 def _sink_cat(ed: GraphEditor, n: fx.Node) -> bool:
@@ -169,12 +165,7 @@ def _sink_cat(ed: GraphEditor, n: fx.Node) -> bool:
     perm = parts[0][1]
     dim = n.args[1] if len(n.args) > 1 else n.kwargs.get("dim", 0)
     dim %= len(perm)
-    inner = ed.try_call(aten.cat.default, ([p[0] for p in parts], perm[dim]), before=n,
-                        name=f"{stable_name(n)}.unpermuted")
-    if inner is None:
-        return False
-    ed.replace(n, ed.call(aten.permute.default, (inner, perm), before=n))
-    return True
+    return _rewrite(ed, n, aten.cat.default, ([p[0] for p in parts], perm[dim]), perm, kwargs={})
 
 
 #: sink + cancel rounds at most (each round only removes permutes; real graphs settle in 2-3)
