@@ -1,8 +1,8 @@
 """The main job: compile a real torchvision model with ``torch.compile(backend="tpu")`` and check every stage.
 
-    python examples/main_job.py [--model resnet18] [--precisions f32,bf16] [--size 224]
+    python examples/main_job.py [--model resnet18] [--precisions f32,bf16,int8] [--size 224]
 
-For each precision: compile through the "tpu" backend (resolved by name through the package's entry
+For each precision (int8: KL-calibrated first on 16 inputs): compile through the "tpu" backend (resolved by name through the package's entry
 point); the compiled function runs the generated Program on the cmodel (C kernels). Print the
 stage-by-stage comparison — TOP graph vs eager PyTorch (outputs and every module output by name), TPU graph
 vs TOP graph (every named tensor and the outputs), cmodel vs TPU graph (every value probed in the Program,
@@ -26,7 +26,7 @@ import torchvision
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--model", default="resnet18")
-    p.add_argument("--precisions", default="f32,bf16")
+    p.add_argument("--precisions", default="f32,bf16,int8")
     p.add_argument("--target", default="bm1684x")
     p.add_argument("--size", type=int, default=224)
     args = p.parse_args(argv)
@@ -47,6 +47,15 @@ def main(argv: list[str] | None = None) -> int:
     for precision in args.precisions.split(","):
         torch._dynamo.reset()
         opts = {"target": args.target, "precision": precision, "cache": False}
+        if precision == "int8":
+            # KL thresholds from 16 inputs of the same distribution as x (random weights: no real data
+            # distribution to match; benchmarks/quant_compare.py calibrates on real photos)
+            g = torch.Generator().manual_seed(1)
+            data = [torch.randn(1, 3, args.size, args.size, generator=g) for _ in range(16)]
+            t0 = time.perf_counter()
+            opts["calibration_table"] = torch_tpu.calibrate(model, data, method="kl", num_samples=16, tune_num=0,
+                                                            example_inputs=(x,), progress=False)
+            print(f"\ncalibrated (kl, 16 samples) in {time.perf_counter() - t0:.1f} s")
         compiled = torch.compile(model, backend="tpu", options=opts)
         t0 = time.perf_counter()
         with torch.no_grad():

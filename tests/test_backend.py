@@ -200,6 +200,14 @@ def test_int8_through_torch_compile_and_the_one_call_api():
     ref = model(x)
     cos = torch.nn.functional.cosine_similarity(got.flatten(), ref.flatten(), dim=0).item()
     assert cos >= 0.98, cos
+    assert c.on_cmodel
+    reports = c.check(x)
+    for rep in reports:
+        rep.raise_if_failed()
+    # int8 TPU values are compared with TOP as real numbers (their qparams), the cmodel exactly
+    named = reports[1]
+    assert len(named.rows) >= 3 and all(r.sim.cosine > 0.9 for r in named.rows)
+    assert all(r.ok for r in reports[3].rows) and len(reports[3].rows) >= 3
     torch._dynamo.reset()
     fast = torch_tpu.compile(model, (x,), precision="int8", calibration_data=data, num_samples=16, tune_num=0,
                              cache=False)

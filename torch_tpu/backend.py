@@ -52,6 +52,7 @@ from torch_tpu.graph.serialize import load_graph, save_graph
 from torch_tpu.graph.top import TopGraph
 from torch_tpu.lowering.builder import fetch_attr
 from torch_tpu.lowering.codegen import codegen
+from torch_tpu.lowering.int8_driver import QPARAMS
 from torch_tpu.lowering.partition import Fallback, lower_partitioned
 from torch_tpu.targets import get_target
 from torch_tpu.verify.compare import CompareReport, compare
@@ -199,7 +200,8 @@ class CompiledGraph:
         tpu_out, tpu_vals = run_named(self.module, *inputs)
         tag = f"{self.options.target}/{self.options.precision}"
         common = [n for n in top_vals if n in tpu_vals]
-        reports.append(compare(top_vals, tpu_vals, tol, names=common, title=f"TPU[{tag}] vs TOP (named tensors)"))
+        reports.append(compare(top_vals, _dequantized(self.module, tpu_vals), tol, names=common,
+                               title=f"TPU[{tag}] vs TOP (named tensors)"))
         tpu_out = tpu_out if isinstance(tpu_out, (tuple, list)) else (tpu_out,)
         reports.append(compare(dict(zip(names, top_out)), dict(zip(names, tpu_out)), tol,
                                title=f"TPU[{tag}] vs TOP (outputs)"))
@@ -233,6 +235,17 @@ class CompiledGraph:
                         title=f"cmodel[{tag}] vs TPU graph (every op on the Program's own inputs)"),
                 compare(tpu_out, dict(zip(tpu_out, out)), CMODEL_CHAIN_TOLERANCE[prec],
                         title=f"cmodel[{tag}] vs TPU graph (outputs)")]
+
+
+def _dequantized(module: fx.GraphModule, values: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """``values`` with every int8 TPU value that has qparams (meta ``QPARAMS``) turned back into real numbers."""
+    qparams = {stable_name(n): n.meta[QPARAMS] for m in module.modules() if isinstance(m, fx.GraphModule)
+               for n in m.graph.nodes if QPARAMS in n.meta}
+    out = dict(values)
+    for name, (scale, zero_point) in qparams.items():
+        if name in out and out[name].dtype == torch.int8:
+            out[name] = (out[name].to(torch.float32) - zero_point) * scale
+    return out
 
 
 def _rerun_ops(tpu_gm: fx.GraphModule, inputs: Sequence[torch.Tensor], probed: dict[str, torch.Tensor]

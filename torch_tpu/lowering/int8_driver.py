@@ -42,6 +42,8 @@ from torch_tpu.quant.tables import CalibrationTable, QTable
 from torch_tpu.targets import PRECISION_DTYPES, Target, get_target
 
 MODE_PRECISION = {"F32": "f32", "BF16": "bf16", "F16": "f16", "INT8": "int8"}
+#: node meta key of an int8 TPU value's ``(scale, zero_point)``: real = (q - zero_point) * scale
+QPARAMS = "qparams"
 aten = torch.ops.aten
 
 #: activations that fuse into a preceding conv / linear as saturation bounds.
@@ -233,7 +235,13 @@ def lower_int8(gm_top: fx.GraphModule, target: Target | str, *,
         ctx = make_ctx(node, target, precision, PRECISION_DTYPES[precision], b, quant=qp, fused_act=fused.get(node))
         if node in fused:
             ctx = dataclasses.replace(ctx, name=stable_name(fused[node]))
-        return rule.fn(ctx)
+        out = rule.fn(ctx)
+        val = out.meta.get("val") if isinstance(out, fx.Node) else None
+        if isinstance(val, torch.Tensor) and val.dtype == torch.int8:
+            # what the int8 value means (read by checks that compare it with the float TOP value)
+            q = qp.of(fused.get(node, node))
+            out.meta[QPARAMS] = (float(q.scale), int(q.zero_point))
+        return out
 
     def on_getitem(node: fx.Node) -> None:
         if node.args[0] in qp._inherited:
