@@ -104,6 +104,10 @@ def test_on_disk_cache_gives_the_same_graph(tmp_path):
     assert not first.from_cache and second.from_cache
     assert second.text() == first.text()
     assert torch.equal(outs[0], outs[1])
+    # the Programs come from the cache too
+    assert second.on_cmodel and list(second.programs) == ["tpu_0"]
+    assert second.programs["tpu_0"].to_text() == first.programs["tpu_0"].to_text()
+    assert len(list(tmp_path.rglob("*.tpu"))) == 1
 
 
 def test_bad_options_are_clear_errors():
@@ -167,20 +171,6 @@ def test_partition_without_codegen_runs_the_reference_ops_with_one_report_line(m
     lines = [r.getMessage() for r in caplog.records if "not on the cmodel" in r.getMessage()]
     assert len(lines) == 1 and "tpu.linear" in lines[0] and "'fc'" in lines[0]
     torch.testing.assert_close(got, model(x), rtol=1e-5, atol=1e-5)
-
-
-def test_cached_compile_loads_its_programs(tmp_path):
-    model = Net().eval()
-    x = torch.randn(1, 3, 8, 8)
-    outs = []
-    for _ in range(2):
-        torch._dynamo.reset()
-        outs.append(torch.compile(model, backend="tpu", options={"cache_dir": str(tmp_path)})(x))
-    first, second = recent_compiles()[-2:]
-    assert second.from_cache and second.on_cmodel and list(second.programs) == ["tpu_0"]
-    assert second.programs["tpu_0"].to_text() == first.programs["tpu_0"].to_text()
-    assert torch.equal(outs[0], outs[1])
-    assert len(list(tmp_path.rglob("*.tpu"))) == 1
 
 
 def test_int8_through_torch_compile_and_the_one_call_api():

@@ -152,49 +152,44 @@ def _register(cls: type[Instruction]) -> type[Instruction]:
 _frozen = dataclasses.dataclass(frozen=True, kw_only=True)
 
 
+class _Dma(Instruction):
+    """A DMA copy: ``dst[n, c, h, w] = src[n, c, h, w]``, same shape and dtype (subclasses set where)."""
+
+    ENGINE = "dma"
+
+    def check_fields(self, target: Target) -> None:
+        _same_shape(self, "dst", self.dst, self.src)
+        _same_dtype(self, "dst", self.dst, self.src)
+
+
 @_register
 @_frozen
-class DmaLoad(Instruction):
+class DmaLoad(_Dma):
     """DDR -> local memory: ``dst[n, c, h, w] = src[n, c, h, w]`` (same shape and dtype)."""
 
     OPCODE = "dma_load"
-    ENGINE = "dma"
     src: DdrTensor
     dst: LocalTensor
 
-    def check_fields(self, target: Target) -> None:
-        _same_shape(self, "dst", self.dst, self.src)
-        _same_dtype(self, "dst", self.dst, self.src)
-
 
 @_register
 @_frozen
-class DmaStore(Instruction):
+class DmaStore(_Dma):
     """Local memory -> DDR: ``dst[n, c, h, w] = src[n, c, h, w]``."""
 
     OPCODE = "dma_store"
-    ENGINE = "dma"
     src: LocalTensor
     dst: DdrTensor
-
-    def check_fields(self, target: Target) -> None:
-        _same_shape(self, "dst", self.dst, self.src)
-        _same_dtype(self, "dst", self.dst, self.src)
 
 
 @_register
 @_frozen
-class DmaCopy(Instruction):
+class DmaCopy(_Dma):
     """DDR -> DDR strided copy (permute, slice, concat): ``dst[n, c, h, w] = src[n, c, h, w]``."""
 
     OPCODE = "dma_copy"
-    ENGINE = "dma"
     src: DdrTensor
     dst: DdrTensor
-
-    def check_fields(self, target: Target) -> None:
-        _same_shape(self, "dst", self.dst, self.src)
-        _same_dtype(self, "dst", self.dst, self.src)
 
 
 @_register
