@@ -9,6 +9,11 @@ Per model, each measurement in a fresh subprocess (cold caches; Inductor gets an
   * inductor: first call (cold compile) and steady-state latency;
   * eager: steady-state latency.
 Targets (issue 2): resnet50 tpu compile <= 1/4 of Inductor's cold compile; repeated compile < 1 s.
+
+    python benchmarks/compile_time.py --codegen [--models resnet50]
+
+times ``codegen`` alone (TPU graph -> Program; median of 3) at f32 and int8 (calibrated on the example input)
+in this process; target (issue 3): int8 within ~2x of f32.
 """
 
 from __future__ import annotations
@@ -59,6 +64,33 @@ def _measure(model_name: str, backend: str, cache_dir: str) -> dict:
     return result
 
 
+def _codegen_seconds(model_name: str) -> dict:
+    """Median seconds of ``codegen`` of the model's TPU graph at f32 and at int8 (same process)."""
+    sys.path.insert(0, str(ROOT))
+    import torch
+
+    import torch_tpu
+    from benchmarks.zoo import build
+    from torch_tpu.lowering import lower
+    from torch_tpu.lowering.codegen import codegen
+
+    model, inputs = build(model_name)
+    top = torch_tpu.transform(model, inputs)
+    table = torch_tpu.calibrate(top, [inputs], method="max", tune_num=0, progress=False)
+    result = {}
+    for prec in ("f32", "int8"):
+        tpu = lower(top.gm, "bm1684x", prec, **({"calibration_table": table} if prec == "int8" else {}))
+        times = []
+        for _ in range(3):
+            t0 = time.perf_counter()
+            codegen(tpu, "bm1684x")
+            times.append(time.perf_counter() - t0)
+        result[f"codegen_{prec}_s"] = statistics.median(times)
+    result["int8_over_f32"] = result["codegen_int8_s"] / result["codegen_f32_s"]
+    result["torch_threads"] = torch.get_num_threads()
+    return result
+
+
 def _run_child(model: str, backend: str, cache_dir: str, env_extra: dict | None = None) -> dict:
     env = dict(os.environ, **(env_extra or {}))
     code = (f"import json, sys; sys.path.insert(0, {str(ROOT)!r}); from benchmarks.compile_time import _measure; "
@@ -74,8 +106,13 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--models", default="resnet18,resnet50,mobilenet_v2,bert_2layer")
     p.add_argument("--skip-inductor", action="store_true")
+    p.add_argument("--codegen", action="store_true", help="time codegen alone (f32 and int8) and exit")
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "compile_time.json"))
     args = p.parse_args(argv)
+    if args.codegen:
+        for name in args.models.split(","):
+            print(json.dumps({"model": name, **_codegen_seconds(name)}), flush=True)
+        return 0
 
     rows = []
     for name in args.models.split(","):

@@ -13,7 +13,6 @@ import torch.nn.functional as F
 from _codegen_helpers import assert_close, compile_module
 from _codegen_local import check_layers, program_feed
 from torch_tpu.cmodel import isa, run_program
-from torch_tpu.errors import UnsupportedOpError
 
 
 def check(model, inputs, precisions=("f32", "bf16"), kernels=("c", "reference"), target="bm1684x",
@@ -143,15 +142,6 @@ def test_upsample_bilinear():
     torch.manual_seed(0)
     progs = check(Bilinear(), [torch.randn(1, 70, 6, 4)])
     assert {"matmul", "eltwise"} <= opcodes(progs["bf16"])
-
-
-def test_upsample_unsupported_factor_names_layer():
-    class Odd(torch.nn.Module):
-        def forward(self, x):
-            return F.interpolate(x, size=(5, 4), mode="nearest")
-
-    with pytest.raises(UnsupportedOpError, match="upsample_nearest2d"):
-        compile_module(Odd(), [torch.randn(1, 2, 3, 4)], "f32")
 
 
 class Movement(torch.nn.Module):

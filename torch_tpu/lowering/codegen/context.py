@@ -28,29 +28,50 @@ Slice = tuple[int, int, int, int]
 
 
 class WeightPacker:
-    """Appends constants to the weight blob (64-byte aligned), each converted once to its cmodel dtype."""
+    """Appends constants to the weight blob (64-byte aligned), each converted once to its cmodel dtype.
 
-    def __init__(self):
-        self.blob = bytearray()
+    The blob is loaded at DDR address ``base`` (the weight region, after the activations); a constant asked
+    for again under the same ``key`` is packed once. The pieces are joined once, by :meth:`data`.
+    """
+
+    def __init__(self, base: int = 0):
+        if base % DDR_ALIGN:
+            raise ProgramError(f"codegen: weight region base {base} is not {DDR_ALIGN}-byte aligned")
+        self.base = base
+        self.nbytes = 0
+        self._pieces: list = []
         self._cache: dict[tuple, DdrTensor] = {}
 
     def add(self, key: tuple, t: torch.Tensor, shape: tuple[int, int, int, int], dtype: DType) -> DdrTensor:
         """The DDR view of constant ``t`` reshaped to ``shape`` (cached by ``key``)."""
-        if key in self._cache:
-            return self._cache[key]
-        t = t.detach().contiguous().reshape(shape)
-        if not dtype.is_float and t.numel():
-            info = torch.iinfo(dtype.torch)
-            lo, hi = int(t.min()), int(t.max())
-            if lo < info.min or hi > info.max:
-                raise ProgramError(f"codegen: constant {key[0]} holds values in [{lo}, {hi}], outside "
-                                   f"{dtype.label}")
-        raw = np.ascontiguousarray(from_torch(t, dtype)).tobytes()
-        addr = align_up(len(self.blob), DDR_ALIGN)
-        self.blob.extend(b"\0" * (addr - len(self.blob)) + raw)
-        view = ddr_view(addr, shape, dtype)
+        view = self._cache.get(key)
+        if view is not None:
+            return view
+        t = t.detach().reshape(shape).contiguous()
+        if t.dtype == dtype.torch and dtype != DType.BF16:  # already its storage dtype: no conversion, no check
+            raw = t.numpy()
+        else:
+            if not dtype.is_float and t.numel():
+                info = torch.iinfo(dtype.torch)
+                lo, hi = (int(v) for v in t.aminmax())
+                if lo < info.min or hi > info.max:
+                    raise ProgramError(f"codegen: constant {key[0]} holds values in [{lo}, {hi}], outside "
+                                       f"{dtype.label}")
+            raw = from_torch(t, dtype)
+        off = align_up(self.nbytes, DDR_ALIGN)
+        if off > self.nbytes:
+            self._pieces.append(bytes(off - self.nbytes))
+        # the array itself (no copy: codegen never writes a constant), joined with the rest once in data()
+        piece = memoryview(np.ascontiguousarray(raw)).cast("B")
+        self._pieces.append(piece)
+        self.nbytes = off + piece.nbytes
+        view = ddr_view(self.base + off, shape, dtype)
         self._cache[key] = view
         return view
+
+    def data(self) -> bytes:
+        """The packed weight bytes (a copy: later changes to the constants do not reach them)."""
+        return b"".join(self._pieces)
 
 
 @dataclasses.dataclass
@@ -78,6 +99,13 @@ class OpCtx:
 
     def out(self, shape4: tuple[int, int, int, int] | None = None) -> DdrTensor:
         return self.value(self.node, shape4)
+
+    def scratch(self, shape4: tuple[int, int, int, int], dtype: DType) -> DdrTensor:
+        """A contiguous DDR view of this op's scratch bytes (sized by the driver's ``SCRATCH`` entry)."""
+        addr = self.plan.scratch.get(self.node)
+        if addr is None:
+            raise ProgramError(f"codegen: {self.layer}: the op has no DDR scratch (driver.SCRATCH)")
+        return ddr_view(addr, shape4, dtype)
 
     def const_tensor(self, node: fx.Node) -> torch.Tensor:
         """The tensor of a ``get_attr`` node."""

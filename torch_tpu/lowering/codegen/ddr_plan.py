@@ -2,10 +2,12 @@
 
 Layout of the program's DDR::
 
-    [0, W)            region ``weight``: every constant, 64-byte aligned, in the layout its kernel reads
-    [W, W + A)        region ``activation``: graph inputs and outputs (never reused), then intermediate
+    [0, A)            region ``activation``: graph inputs and outputs (never reused), then intermediate
                       values packed first-fit by liveness: a value lives from its producer to its last
-                      consumer; two values may share bytes iff their live ranges do not intersect.
+                      consumer; two values may share bytes iff their live ranges do not intersect. An op
+                      that stages data in DDR gets ``scratch`` bytes that live during that op only.
+    [A, A + W)        region ``weight``: every constant, 64-byte aligned, in the layout its kernel reads
+                      (``context.WeightPacker``; the plan does not depend on it, so codegen is one pass)
 
 Reshape-like ops (``tpu.reshape`` of a contiguous value) are aliases: the output is the same bytes as the
 input, and the input's live range is extended to the alias's last use.
@@ -69,6 +71,7 @@ class DdrPlan:
         size: bytes of the activation region (footprint, aligned).
         naive: sum of the aligned bytes of all values (no reuse).
         aliases: node -> the node whose bytes it shares.
+        scratch: node -> DDR address of the scratch bytes its op asked for (live during the op only).
     """
 
     addr: dict[fx.Node, int]
@@ -76,6 +79,7 @@ class DdrPlan:
     size: int
     naive: int
     aliases: dict[fx.Node, fx.Node]
+    scratch: dict[fx.Node, int] = dataclasses.field(default_factory=dict)
 
     def report(self) -> str:
         """One line: footprint vs naive sum."""
@@ -84,13 +88,15 @@ class DdrPlan:
                 f"({saved:.1%} saved, {len(self.aliases)} aliases)")
 
 
-def plan_ddr(gm: fx.GraphModule, base: int) -> DdrPlan:
+def plan_ddr(gm: fx.GraphModule, base: int, scratch: dict[fx.Node, int] | None = None) -> DdrPlan:
     """Assign DDR addresses to placeholders, outputs and intermediate values of ``gm``.
 
     Args:
         gm: a TPU graph (``torch.ops.tpu.*`` call_function nodes, get_attr constants).
-        base: first byte of the activation region (after the weights).
+        base: first byte of the activation region.
+        scratch: bytes of DDR scratch per op node (placed apart from every value live during the op).
     """
+    scratch = scratch or {}
     nodes = list(gm.graph.nodes)
     order = {n: i for i, n in enumerate(nodes)}
     out_node = nodes[-1]
@@ -118,20 +124,26 @@ def plan_ddr(gm: fx.GraphModule, base: int) -> DdrPlan:
     io_end = cursor
     live: list[tuple[int, int, int]] = []  # (offset, size, last_use) relative to io_end
     peak = 0
+    scratch_addr: dict[fx.Node, int] = {}
     for n in values:
-        if n in addr or n in aliases:
-            continue
-        size = align_up(value_nbytes(n), DDR_ALIGN)
-        naive += size
         live = [seg for seg in live if seg[2] >= order[n]]
-        off = _first_fit(live, size)
-        live.append((off, size, last_use[n]))
-        peak = max(peak, off + size)
-        addr[n] = base + io_end + off
+        if n not in addr and n not in aliases:
+            size = align_up(value_nbytes(n), DDR_ALIGN)
+            naive += size
+            off = _first_fit(live, size)
+            live.append((off, size, last_use[n]))
+            peak = max(peak, off + size)
+            addr[n] = base + io_end + off
+        if scratch.get(n, 0) > 0:  # live during n only: apart from n's inputs (live until n) and n itself
+            size = align_up(scratch[n], DDR_ALIGN)
+            off = _first_fit(live, size)
+            live.append((off, size, order[n]))
+            peak = max(peak, off + size)
+            scratch_addr[n] = base + io_end + off
     for n, src in aliases.items():
         naive += align_up(value_nbytes(n), DDR_ALIGN)
         addr[n] = addr[src]
-    return DdrPlan(addr, base, max(align_up(io_end + peak, DDR_ALIGN), DDR_ALIGN), naive, aliases)
+    return DdrPlan(addr, base, max(align_up(io_end + peak, DDR_ALIGN), DDR_ALIGN), naive, aliases, scratch_addr)
 
 
 def _first_fit(live: list[tuple[int, int, int]], size: int) -> int:

@@ -1,13 +1,16 @@
 """``codegen(tpu_gm, target) -> Program``: walk a fully lowered TPU graph in order and emit each op.
 
-Constants go to the weight region (``[0, W)``), values to the activation region (``ddr_plan.plan_ddr``);
+Values go to the activation region (``[0, A)``, ``ddr_plan.plan_ddr``), constants to the weight region after
+it (``[A, A + W)``, packed as the handlers ask for them, so one pass over the ops builds everything);
 each op's handler (``HANDLERS``, one per ``tpu`` op name) emits DMA-in -> compute -> DMA-out slices with
 ``layer=<stable name>``. An op without a handler raises ``UnsupportedOpError`` naming op and stable name.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import threading
 from typing import Callable
 
 import torch
@@ -56,7 +59,7 @@ def _build_handlers() -> dict[str, Handler]:
     for op in ("sum", "mean", "max", "min", "any"):
         reg(f"reduce_{op}", functools.partial(ops_pool.gen_reduce, op=op))
     reg("reshape", ops_shape.gen_reshape)
-    for op in ("permute", "expand", "concat", "slice", "pad", "copy", "full", "upsample_nearest2d"):
+    for op in ("permute", "expand", "concat", "slice", "pad", "copy", "full"):
         reg(op, getattr(ops_shape, f"gen_{op}"))
     for op in ops_select.COMPARISONS:
         reg(op, functools.partial(ops_select.gen_compare, op=op))
@@ -66,6 +69,8 @@ def _build_handlers() -> dict[str, Handler]:
     reg("logical_or", functools.partial(ops_select.gen_logical, op="or"))
     reg("where", ops_select.gen_where)
     reg("embedding", ops_gather.gen_embedding)
+    reg("gather", ops_gather.gen_gather)
+    reg("upsample_nearest2d", ops_resize.gen_upsample_nearest2d)
     reg("upsample_bilinear2d", ops_resize.gen_upsample_bilinear2d)
     ops_int8.register(reg)
     return table
@@ -73,6 +78,8 @@ def _build_handlers() -> dict[str, Handler]:
 
 #: tpu op name -> codegen handler
 HANDLERS: dict[str, Handler] = _build_handlers()
+#: tpu op name -> DDR scratch bytes its handler needs (``OpCtx.scratch()``), sized before the DDR plan
+SCRATCH: dict[str, Callable[[fx.Node], int]] = {"upsample_nearest2d": ops_resize.nearest_scratch_bytes}
 
 
 def codegen(tpu_gm: fx.GraphModule, target: str = "bm1684x", *, name: str = "model",
@@ -90,39 +97,67 @@ def codegen(tpu_gm: fx.GraphModule, target: str = "bm1684x", *, name: str = "mod
     """
     tgt = get_target(target)
     em = Emitter(tgt)
-    weights = WeightPacker()
     nodes = [n for n in tpu_gm.graph.nodes if n.op == "call_function"]
     for n in nodes:
         if op_name(n) not in HANDLERS:
             op = str(n.target)
             raise UnsupportedOpError(op, name=stable_name(n), where=f"codegen[{tgt.name}] {name}",
                                      reason="no codegen handler (torch_tpu/lowering/codegen/driver.py)")
-    # weights first: pack constants in a dry pass so the activation region can start after them
-    plan0 = plan_ddr(tpu_gm, 0)
-    for n in nodes:
-        HANDLERS[op_name(n)](OpCtx(n, tpu_gm, tgt, Emitter(tgt), plan0, weights))
-    w_size = align_up(max(len(weights.blob), DDR_ALIGN), DDR_ALIGN)
-    plan = plan_ddr(tpu_gm, w_size)
+    # activations first (their plan depends on the graph only), the weights after them: one pass
+    plan = plan_ddr(tpu_gm, 0, scratch=_scratch_bytes(tpu_gm, nodes))
+    weights = WeightPacker(base=plan.size)
     probes: list[Probe] = []
-    for n in nodes:
-        em.arena.reset()
-        HANDLERS[op_name(n)](OpCtx(n, tpu_gm, tgt, em, plan, weights))
-        v = n.meta.get("val")
-        if n in plan.addr and isinstance(v, torch.Tensor):
-            # the value is complete in DDR once the op's last instruction ran (an alias: its producer's)
-            probes.append(Probe(stable_name(n), tuple(v.shape), cm_dtype(v.dtype), plan.addr[n],
-                                em.instructions[-1].id if em.instructions else -1))
+    with _one_intra_op_thread():
+        for n in nodes:
+            em.arena.reset()
+            HANDLERS[op_name(n)](OpCtx(n, tpu_gm, tgt, em, plan, weights))
+            v = n.meta.get("val")
+            if n in plan.addr and isinstance(v, torch.Tensor):
+                # the value is complete in DDR once the op's last instruction ran (an alias: its producer's)
+                probes.append(Probe(stable_name(n), tuple(v.shape), cm_dtype(v.dtype), plan.addr[n],
+                                    em.instructions[-1].id if em.instructions else -1))
+    w_size = align_up(max(weights.nbytes, DDR_ALIGN), DDR_ALIGN)
     inputs = [_io(n.meta.get("stable_name", n.name), n, plan) for n in tpu_gm.graph.nodes if n.op == "placeholder"]
     out_node = list(tpu_gm.graph.nodes)[-1]
     outs: list[fx.Node] = []
     fx.node.map_arg(out_node.args, outs.append)
     outputs = [_io(f"output{i}", n, plan) for i, n in enumerate(outs)]
     prog = Program(target=tgt.name,
-                   regions=[DdrRegion("weight", 0, w_size), DdrRegion("activation", w_size, plan.size)],
-                   inputs=inputs, outputs=outputs, instructions=em.instructions, weights=bytes(weights.blob),
+                   regions=[DdrRegion("activation", 0, plan.size), DdrRegion("weight", plan.size, w_size)],
+                   inputs=inputs, outputs=outputs, instructions=em.instructions, weights=weights.data(),
                    probes=probes)
     prog.validate()
     return (prog, plan) if return_plan else prog
+
+
+_THREADS_LOCK = threading.Lock()
+_THREADS_STATE = {"depth": 0, "saved": 1}  # codegen calls running, torch's thread count before the first
+
+
+@contextlib.contextmanager
+def _one_intra_op_thread():
+    """Run the handlers' torch calls (weight reorders, derived int8 constants: small reductions) on one
+    intra-op thread: on a loaded machine, OpenMP workers waiting for a core made resnet50's int8 codegen
+    ten times slower (2.5 s instead of 0.25 s), and one thread loses nothing on tensors this small. The
+    setting is process-wide: concurrent codegen calls share it and the last one out restores it."""
+    with _THREADS_LOCK:
+        if _THREADS_STATE["depth"] == 0:
+            _THREADS_STATE["saved"] = torch.get_num_threads()
+            torch.set_num_threads(1)
+        _THREADS_STATE["depth"] += 1
+    try:
+        yield
+    finally:
+        with _THREADS_LOCK:
+            _THREADS_STATE["depth"] -= 1
+            if _THREADS_STATE["depth"] == 0:
+                torch.set_num_threads(_THREADS_STATE["saved"])
+
+
+def _scratch_bytes(gm: fx.GraphModule, nodes: list[fx.Node]) -> dict[fx.Node, int]:
+    """DDR scratch bytes per op (``SCRATCH``: ops that stage a value in DDR), live only during the op."""
+    need = {n: SCRATCH[op_name(n)](n) for n in nodes if op_name(n) in SCRATCH}
+    return {n: b for n, b in need.items() if b > 0}
 
 
 def _io(io_name: str, n: fx.Node, plan: DdrPlan) -> IOTensor:

@@ -73,6 +73,7 @@ class Emitter:
         self.arena = LocalArena(target)
         self._local: list[tuple[int, int, int, bool]] = []  # (lo, hi, id, is_write) per-lane byte ranges
         self._ddr: list[tuple[int, int, int, bool]] = []  # (lo, hi, id, is_write)
+        self._prune_at = [_PRUNE_MIN, _PRUNE_MIN]  # local, ddr: prune when a list grows past this length
 
     def _local_range(self, t: LocalTensor) -> tuple[int, int]:
         return t.addr, t.addr + t.bytes_per_lane(self.target)
@@ -103,8 +104,14 @@ class Emitter:
             new_ddr.append((lo, hi, iid, True))
         inst = cls(id=iid, deps=tuple(sorted(deps)), layer=layer, **fields)
         self.instructions.append(inst)
-        self._local = _prune(self._local + new_local)
-        self._ddr = _prune(self._ddr + new_ddr)
+        self._local.extend(new_local)
+        self._ddr.extend(new_ddr)
+        if len(self._local) > self._prune_at[0]:
+            self._local = _prune(self._local)
+            self._prune_at[0] = max(_PRUNE_MIN, 2 * len(self._local))
+        if len(self._ddr) > self._prune_at[1]:
+            self._ddr = _prune(self._ddr)
+            self._prune_at[1] = max(_PRUNE_MIN, 2 * len(self._ddr))
         return inst
 
     def load(self, src: DdrTensor, dst: LocalTensor, layer: str) -> LocalTensor:
@@ -115,13 +122,16 @@ class Emitter:
         self.emit(isa.DmaStore, layer, src=src, dst=dst)
 
 
+#: access lists are pruned when they grow past twice their size after the last pruning (at least this)
+_PRUNE_MIN = 64
+
+
 def _prune(entries: list[tuple[int, int, int, bool]]) -> list[tuple[int, int, int, bool]]:
     """Drop accesses fully covered by a later write (they can no longer be the nearest conflict).
 
-    Keeping them would be correct too (deps are transitive through the later write), only slower.
+    Keeping them would be correct too (deps are transitive through the later write), only slower; pruning
+    only when a list has doubled keeps the cost amortized O(32) per access.
     """
-    if len(entries) < 64:
-        return entries
     kept: list[tuple[int, int, int, bool]] = []
     writes: list[tuple[int, int]] = []
     for lo, hi, i, w in reversed(entries):

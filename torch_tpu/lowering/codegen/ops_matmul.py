@@ -8,7 +8,9 @@ the weight is packed transposed as ``b = (1, K, 1, N)``, the bias as ``(1, 1, 1,
 M is cut into slices of whole rows (N batches of the ``(mb, M / mb, 1, K)`` view) when it does not fit.
 When the weight does not fit a lane next to one row slice, it streams through local memory in blocks
 (``_linear_tiled``): N blocks of ``nb`` output columns (``b[:, k0:k1, :, n0:n1]``, double-buffered) and, if
-one row of ``x`` and a block of all K weight rows still do not fit, K blocks too; K blocks accumulate f32
+one row of ``x`` and a block of all K weight rows still do not fit, K blocks too; when not even one weight
+column fits beside a whole row batch (M not a multiple of the lanes, so one batch of M rows), the rows are cut
+into blocks as well, each streaming the weight again; K blocks accumulate f32
 partial products (``eltwise add``) and the bias, activation and one rounding to the output dtype come last::
 
     acc = sum_j matmul(a[.., k_j], W[k_j, n0:n1])   (f32)      out = cast(act(acc + bias[n0:n1]))
@@ -72,75 +74,85 @@ def gen_linear(ctx: OpCtx) -> None:
 
 
 def _linear_blocks(ctx: OpCtx, x_ddr: DdrTensor, w_ddr: DdrTensor, b_ddr: DdrTensor | None, out: DdrTensor
-                   ) -> tuple[int, int]:
-    """The K and N block sizes of a streamed linear: all of K when a block of at least ``min(N, lanes)``
-    columns fits beside one row of ``x``, else the largest multiple of ``lanes`` K rows that does."""
+                   ) -> tuple[int, int, int]:
+    """The row, K and N block sizes of a streamed linear: all rows of a batch and all of K when a block of at
+    least ``min(N, lanes)`` columns fits beside them, else the largest multiple of ``lanes`` K rows that does;
+    when neither fits beside all the rows, the rows are halved (in multiples of ``lanes``) until one does
+    (failing that, the first block of any width, most rows first)."""
     t = ctx.target
     _, r, _, k = x_ddr.shape
     n = out.shape[3]
 
-    def need(kb: int, nb: int) -> int:
+    def need(rb: int, kb: int, nb: int) -> int:
         ktiled = kb < k
-        total = (2 * tile_bytes(t, (1, r, 1, kb), x_ddr.dtype) + 2 * tile_bytes(t, (1, kb, 1, nb), w_ddr.dtype)
-                 + tile_bytes(t, (1, r, 1, nb), out.dtype))
+        total = (2 * tile_bytes(t, (1, rb, 1, kb), x_ddr.dtype) + 2 * tile_bytes(t, (1, kb, 1, nb), w_ddr.dtype)
+                 + tile_bytes(t, (1, rb, 1, nb), out.dtype))
         if b_ddr is not None:
             total += 2 * tile_bytes(t, (1, 1, 1, nb), b_ddr.dtype)
         if ktiled:
-            total += 2 * tile_bytes(t, (1, r, 1, nb), DType.F32)
+            total += 2 * tile_bytes(t, (1, rb, 1, nb), DType.F32)
         return total
 
-    def widest(kb: int) -> int:
+    def widest(rb: int, kb: int) -> int:
         lo, hi = 0, n
         while lo < hi:
             mid = (lo + hi + 1) // 2
-            if need(kb, mid) <= t.local_mem_bytes:
+            if need(rb, kb, mid) <= t.local_mem_bytes:
                 lo = mid
             else:
                 hi = mid - 1
         return lo
 
     kbs = [k] + [t.lanes * 2 ** j for j in range(20, -1, -1) if t.lanes * 2 ** j < k]
+    rbs = [r]
+    while rbs[-1] > 1:  # halved, in multiples of the lanes while there are more than two lanes' worth
+        rb = rbs[-1]
+        rbs.append(max(1, rb // 2 // t.lanes * t.lanes) if rb > 2 * t.lanes else max(1, rb // 2))
     best = None
-    for kb in kbs:
-        nbk = widest(kb)
-        if nbk >= min(n, t.lanes):
-            return kb, nbk
-        if nbk and best is None:
-            best = (kb, nbk)
+    for rb in rbs:
+        for kb in kbs:
+            nbk = widest(rb, kb)
+            if nbk >= min(n, t.lanes):
+                return rb, kb, nbk
+            if nbk and best is None:
+                best = (rb, kb, nbk)
     if best is None:
-        raise ProgramError(f"codegen: {ctx.layer}: not even one weight column block fits {t.local_mem_bytes} bytes "
-                           f"of local memory per lane beside {r} rows of x")
+        raise ProgramError(f"codegen: {ctx.layer}: not even one weight column block fits {t.local_mem_bytes} "
+                           "bytes of local memory per lane beside one row of x")
     return best
 
 
 def _linear_tiled(ctx: OpCtx, x_ddr: DdrTensor, w_ddr: DdrTensor, b_ddr: DdrTensor | None, out: DdrTensor,
                   fields: dict) -> None:
-    """Stream the weight through local memory in (K, N) blocks; see the module docstring."""
-    kb, nbk = _linear_blocks(ctx, x_ddr, w_ddr, b_ddr, out)
+    """Stream the weight through local memory in (K, N) blocks per block of rows; see the module docstring."""
+    rb, kb, nbk = _linear_blocks(ctx, x_ddr, w_ddr, b_ddr, out)
     nbatch, r, _, k = x_ddr.shape
     n = out.shape[3]
     ktiled = kb < k
     ar = ctx.em.arena
-    a_bufs = [ar.tile((1, r, 1, kb), x_ddr.dtype) for _ in range(2)]
+    a_bufs = [ar.tile((1, rb, 1, kb), x_ddr.dtype) for _ in range(2)]
     w_bufs = [ar.tile((1, kb, 1, nbk), w_ddr.dtype) for _ in range(2)]
     b_bufs = [ar.tile((1, 1, 1, nbk), b_ddr.dtype) for _ in range(2)] if b_ddr is not None else []
-    o_buf = ar.tile((1, r, 1, nbk), out.dtype)
-    acc_buf = ar.tile((1, r, 1, nbk), DType.F32) if ktiled else None
-    part_buf = ar.tile((1, r, 1, nbk), DType.F32) if ktiled else None
-    steps = [(bi, n0, min(n0 + nbk, n), k0, min(k0 + kb, k))
-             for bi in range(nbatch) for n0 in range(0, n, nbk) for k0 in range(0, k, kb)]
-    # buffer slots alternate per step (w, K-blocks of x), per output block (bias) and per row batch (x with
+    o_buf = ar.tile((1, rb, 1, nbk), out.dtype)
+    acc_buf = ar.tile((1, rb, 1, nbk), DType.F32) if ktiled else None
+    part_buf = ar.tile((1, rb, 1, nbk), DType.F32) if ktiled else None
+    # (row batch, first row, rows, n0, n1, k0, k1)
+    steps = [(bi, r0, min(r0 + rb, r) - r0, n0, min(n0 + nbk, n), k0, min(k0 + kb, k))
+             for bi in range(nbatch) for r0 in range(0, r, rb) for n0 in range(0, n, nbk) for k0 in range(0, k, kb)]
+    # buffer slots alternate per step (w, K-blocks of x), per output block (bias) and per row block (x with
     # all of K), so a prefetch never overwrites a tile the current compute still reads
-    blocks: dict[tuple[int, int], int] = {}
-    block_of = [blocks.setdefault((bi, n0), len(blocks)) for bi, n0, *_ in steps]
+    blocks: dict[tuple[int, int, int], int] = {}
+    block_of = [blocks.setdefault((bi, r0, n0), len(blocks)) for bi, r0, _, n0, *_ in steps]
+    rows: dict[tuple[int, int], int] = {}
+    row_of = [rows.setdefault((bi, r0), len(rows)) for bi, r0, *_ in steps]
 
     def load(i: int) -> tuple:
-        bi, n0, n1, k0, k1 = steps[i]
+        bi, r0, rr, n0, n1, k0, k1 = steps[i]
         a_t = None
-        if ktiled or n0 == 0:  # all of K: x's row batch stays loaded across the N blocks
-            slot = i % 2 if ktiled else bi % 2
-            a_t = ctx.em.load(sub_view(x_ddr, (bi, 0, 0, k0), (1, r, 1, k1 - k0)),
-                              LocalTensor(0, a_bufs[slot].addr, (1, r, 1, k1 - k0), x_ddr.dtype), ctx.layer)
+        if ktiled or n0 == 0:  # all of K: x's row block stays loaded across the N blocks
+            slot = i % 2 if ktiled else row_of[i] % 2
+            a_t = ctx.em.load(sub_view(x_ddr, (bi, r0, 0, k0), (1, rr, 1, k1 - k0)),
+                              LocalTensor(0, a_bufs[slot].addr, (1, rr, 1, k1 - k0), x_ddr.dtype), ctx.layer)
         w_t = ctx.em.load(sub_view(w_ddr, (0, k0, 0, n0), (1, k1 - k0, 1, n1 - n0)),
                           LocalTensor(0, w_bufs[i % 2].addr, (1, k1 - k0, 1, n1 - n0), w_ddr.dtype), ctx.layer)
         b_t = None
@@ -152,13 +164,13 @@ def _linear_tiled(ctx: OpCtx, x_ddr: DdrTensor, w_ddr: DdrTensor, b_ddr: DdrTens
 
     pending = {0: load(0)}
     a_t = b_t = None
-    for i, (bi, n0, n1, k0, k1) in enumerate(steps):
+    for i, (bi, r0, rr, n0, n1, k0, k1) in enumerate(steps):
         if i + 1 < len(steps):
             pending[i + 1] = load(i + 1)
         a_new, w_t, b_new = pending.pop(i)
         a_t = a_new or a_t
         b_t = b_new or b_t
-        shape = (1, r, 1, n1 - n0)
+        shape = (1, rr, 1, n1 - n0)
         o_t = LocalTensor(0, o_buf.addr, shape, out.dtype)
         if not ktiled:
             ctx.em.emit(isa.MatMul, ctx.layer, a=a_t, b=w_t, bias=b_t, out=o_t, **fields)
@@ -173,7 +185,7 @@ def _linear_tiled(ctx: OpCtx, x_ddr: DdrTensor, w_ddr: DdrTensor, b_ddr: DdrTens
             if k1 < k:
                 continue
             _finish_acc(ctx, acc, b_t, o_t, fields)
-        ctx.em.store(o_t, sub_view(out, (bi, 0, 0, n0), shape), ctx.layer)
+        ctx.em.store(o_t, sub_view(out, (bi, r0, 0, n0), shape), ctx.layer)
 
 
 def _finish_acc(ctx: OpCtx, acc: LocalTensor, bias: LocalTensor | None, out: LocalTensor, fields: dict) -> None:

@@ -1,5 +1,20 @@
-"""Codegen of ``tpu.upsample_bilinear2d(x, size, align_corners, scale_h, scale_w)``, separable like the
-reference (PyTorch's kernel: ``h0l * (w0l x00 + w1l x01) + h1l * (w0l x10 + w1l x11)`` in f32, one rounding)::
+"""Codegen of the resizes ``tpu.upsample_nearest2d`` and ``tpu.upsample_bilinear2d``.
+
+Nearest, ``y[:, :, o, p] = x[:, :, rows[o], cols[p]]`` with the maps read off the reference op itself
+(``rows[o] = floor(o * scale)`` as torch's ``nearest``, ``scale = in / out`` or ``1 / scale_h``): each map is
+cut into runs of equal source index and the runs into *groups* that repeat with a period (``_axis_groups``)::
+
+    group (o0, s0, run, count, step_o, step_s):  out[o0 + step_o * t + j] = src[s0 + step_s * t]
+                                                 for t < count, j < run
+
+A whole repeat or step factor is one group per axis; a factor like 2 -> 3 has two (0, 0, 1 | 2, 2, 3 ...);
+a map with no period has one group per run. Every (H group, W group) pair is one DDR -> DDR ``dma_copy``
+(columns repeated by a stride-0 source dim) that writes the first row of each H run, and each H group with
+runs longer than 1 one more copy of those rows to the ones below them. When that is more than
+``NEAREST_DIRECT_COPIES`` copies, the W resize goes to a DDR scratch ``(N*C*H, Wo)`` first (one copy per W
+group) and the H resize copies from it (one per H group).
+
+Bilinear, separable like the reference (PyTorch's kernel: ``h0l * (w0l x00 + w1l x01) + h1l * (w0l x10 + w1l x11)`` in f32, one rounding)::
 
     t[h] = x[:, :, h, :] @ Aw^T          matmul, Aw (Wo, W) holds each output column's two weights (f32)
     y[:, :, o, :] = l0[o] * t[h0[o]] + l1[o] * t[h1[o]]     eltwise mul, mul, add (rounded once to y's dtype)
@@ -12,14 +27,122 @@ into lane blocks when it does not fit.
 
 from __future__ import annotations
 
+import dataclasses
+import functools
+
+import numpy as np
 import torch
+import torch.fx as fx
 
 from torch_tpu.cmodel import isa
 from torch_tpu.cmodel.operands import DdrTensor, DType, LocalTensor
 from torch_tpu.errors import ProgramError
 from torch_tpu.lowering.codegen.context import OpCtx
-from torch_tpu.lowering.codegen.emitter import tile_bytes
-from torch_tpu.tpu_ops.shape import upsample_bilinear2d
+from torch_tpu.lowering.codegen.ddr_plan import cm_dtype
+from torch_tpu.lowering.codegen.emitter import copy_nd, tile_bytes
+from torch_tpu.tpu_ops.shape import upsample_bilinear2d, upsample_nearest2d
+
+#: a nearest resize takes the direct (no scratch) form when it needs at most this many copies
+NEAREST_DIRECT_COPIES = 64
+
+
+@dataclasses.dataclass(frozen=True)
+class AxisGroup:
+    """``out[o0 + step_o * t + j] = src[s0 + step_s * t]`` for ``t < count``, ``j < run``."""
+
+    o0: int
+    s0: int
+    run: int
+    count: int
+    step_o: int
+    step_s: int
+
+
+def _axis_groups(src: list[int]) -> list[AxisGroup]:
+    """Cover the index map ``out[o] = in[src[o]]`` with the fewest periodic groups (see the module docstring).
+
+    Runs of equal ``src`` are found first; the period is the smallest ``d`` such that run ``i + d`` starts
+    ``P`` outputs and ``Q`` sources after run ``i`` for every ``i`` (so every run but the last has the length
+    of its phase; a shorter last run is a group of its own).
+    """
+    a = np.asarray(src, dtype=np.int64)
+    starts = np.flatnonzero(np.r_[True, a[1:] != a[:-1]])
+    n = len(starts)
+    lens = np.diff(np.r_[starts, len(a)])
+    srcs = a[starts]
+    d = n
+    for cand in range(1, n):
+        if (np.all(starts[cand:] - starts[:-cand] == starts[cand] - starts[0])
+                and np.all(srcs[cand:] - srcs[:-cand] == srcs[cand] - srcs[0])):
+            d = cand
+            break
+    step_o = int(starts[d] - starts[0]) if d < n else len(a)
+    step_s = int(srcs[d] - srcs[0]) if d < n else 0
+    groups = []
+    for j in range(d):
+        members = list(range(j, n, d))
+        if len(members) > 1 and lens[members[-1]] != lens[j]:
+            last = members.pop()
+            groups.append(AxisGroup(int(starts[last]), int(srcs[last]), int(lens[last]), 1, step_o, step_s))
+        groups.append(AxisGroup(int(starts[j]), int(srcs[j]), int(lens[j]), len(members), step_o, step_s))
+    return groups
+
+
+@functools.lru_cache(maxsize=256)
+def _nearest_maps(h: int, w: int, ho: int, wo: int, scales: tuple) -> tuple[list[AxisGroup], list[AxisGroup]]:
+    """The H and W groups of the reference op's index maps (each read off the op applied to ``arange``)."""
+    sh, sw = (list(scales) + [0.0, 0.0])[:2]
+    rows = upsample_nearest2d(torch.arange(h, dtype=torch.float64).reshape(1, 1, h, 1), [ho, 1], sh, 0.0)
+    cols = upsample_nearest2d(torch.arange(w, dtype=torch.float64).reshape(1, 1, 1, w), [1, wo], 0.0, sw)
+    return (_axis_groups(rows.reshape(-1).to(torch.int64).tolist()),
+            _axis_groups(cols.reshape(-1).to(torch.int64).tolist()))
+
+
+def _nearest_plan(node: fx.Node) -> tuple[tuple[int, ...], list[AxisGroup], list[AxisGroup], bool]:
+    """(x shape, H groups, W groups, through the DDR scratch) of a ``tpu.upsample_nearest2d`` node."""
+    n, c, h, w = (int(d) for d in node.args[0].meta["val"].shape)
+    ho, wo = (int(d) for d in node.meta["val"].shape[2:])
+    gh, gw = _nearest_maps(h, w, ho, wo, tuple(float(v or 0.0) for v in node.args[2:4]))
+    direct = len(gh) * len(gw) + sum(g.run > 1 for g in gh)
+    return (n, c, h, w), gh, gw, direct > NEAREST_DIRECT_COPIES
+
+
+def nearest_scratch_bytes(node: fx.Node) -> int:
+    """DDR scratch of a nearest resize: ``N*C*H*Wo`` elements when it goes through the scratch, else 0."""
+    (n, c, h, _), _, _, staged = _nearest_plan(node)
+    if not staged:
+        return 0
+    return n * c * h * int(node.meta["val"].shape[3]) * cm_dtype(node.meta["val"].dtype).size
+
+
+def gen_upsample_nearest2d(ctx: OpCtx) -> None:
+    """``tpu.upsample_nearest2d(x, size, scale_h, scale_w)`` -> DDR -> DDR copies per group pair (see the
+    module docstring)."""
+    (n, c, h, w), gh, gw, staged = _nearest_plan(ctx.node)
+    ho, wo = (int(d) for d in ctx.node.meta["val"].shape[2:])
+    nc = n * c
+    x = ctx.operand(ctx.node.args[0], (1, 1, 1, max(nc * h * w, 1)))
+    o = ctx.out((1, 1, 1, max(nc * ho * wo, 1))).addr
+    dt, es = x.dtype, x.dtype.size
+    em, layer = ctx.em, ctx.layer
+    if staged:
+        tmp = ctx.scratch((1, 1, 1, nc * h * wo), dt).addr
+        for g in gw:  # tmp[r, o0 + step_o t + j] = x[r, s0 + step_s t]
+            copy_nd(em, layer, dt, (nc * h, g.count, g.run), (x.addr + g.s0 * es, (w, g.step_s, 0)),
+                    (tmp + g.o0 * es, (wo, g.step_o, 1)))
+        for g in gh:  # out[i, o0 + step_o t + j, :] = tmp[i, s0 + step_s t, :]
+            copy_nd(em, layer, dt, (nc, g.count, g.run, wo), (tmp + g.s0 * wo * es, (h * wo, g.step_s * wo, 0, 1)),
+                    (o + g.o0 * wo * es, (ho * wo, g.step_o * wo, wo, 1)))
+        return
+    for a in gh:  # the first output row of every H run, its columns resized
+        for b in gw:
+            copy_nd(em, layer, dt, (nc, a.count, b.count, b.run),
+                    (x.addr + (a.s0 * w + b.s0) * es, (h * w, a.step_s * w, b.step_s, 0)),
+                    (o + (a.o0 * wo + b.o0) * es, (ho * wo, a.step_o * wo, b.step_o, 1)))
+    for a in gh:  # the other rows of each run: copies of its first row
+        if a.run > 1:
+            copy_nd(em, layer, dt, (nc, a.count, a.run - 1, wo), (o + a.o0 * wo * es, (ho * wo, a.step_o * wo, 0, 1)),
+                    (o + (a.o0 + 1) * wo * es, (ho * wo, a.step_o * wo, wo, 1)))
 
 
 def _weights(n_in: int, n_out: int, horizontal: bool, extra: list) -> torch.Tensor:

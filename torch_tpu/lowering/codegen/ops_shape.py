@@ -12,10 +12,6 @@ pad                fill: the pad value (one element in the weight region, stride
                    output when any pad is positive, then the kept part of the input copied into its place
                    (a negative pad crops: the source starts ``-pad`` elements in)
 full               the value (one element in the weight region) copied with stride 0 over the output
-upsample_nearest   per axis, output index ``o`` reads source ``o // r`` (repeat ``r``) or ``o * k`` (step
-                   ``k``), checked against the reference op's own index rule; one copy writes the first row
-                   of every repeat group (columns repeated by a stride-0 source dim), a second copies those
-                   rows to the ``r - 1`` rows below them
 =================  =======================================================================================
 """
 
@@ -24,13 +20,10 @@ from __future__ import annotations
 import torch
 
 from torch_tpu.cmodel.operands import DdrTensor
-from torch_tpu.errors import UnsupportedOpError
 from torch_tpu.lowering.codegen.context import OpCtx
 from torch_tpu.lowering.codegen.ddr_plan import cm_dtype
 from torch_tpu.lowering.codegen.emitter import copy_nd, dense_strides
-from torch_tpu.tpu_ops.shape import upsample_nearest2d  # the reference index rule
 
-WHERE = "codegen (torch_tpu/lowering/codegen/ops_shape.py)"
 
 
 def _shape(node) -> tuple[int, ...]:
@@ -147,36 +140,3 @@ def gen_pad(ctx: OpCtx) -> None:
 def gen_full(ctx: OpCtx) -> None:
     """``tpu.full(size, value, dtype)``: the value rounded to the dtype, copied over the output."""
     _fill(ctx, float(ctx.node.args[1]), _shape(ctx.node))
-
-
-def _nearest_axis(src: list[int], n_in: int) -> tuple[int, int] | None:
-    """``(repeat, step)`` when ``src[o] == o // repeat * step`` (one of them 1), else None."""
-    n_out = len(src)
-    for rep, step in ((max(n_out // n_in, 1), 1), (1, max(n_in // n_out, 1))):
-        if all(s == (o // rep) * step for o, s in enumerate(src)):
-            return rep, step
-    return None
-
-
-def gen_upsample_nearest2d(ctx: OpCtx) -> None:
-    """``tpu.upsample_nearest2d(x, size, scale_h, scale_w)`` for whole repeat / step factors per axis."""
-    x_arg = ctx.node.args[0]
-    n, c, h, w = _arg_shape(ctx, x_arg)
-    _, _, ho, wo = _shape(ctx.node)
-    extra = list(ctx.node.args[2:])
-    probe = torch.arange(h * w, dtype=torch.float32).reshape(1, 1, h, w)
-    src = upsample_nearest2d(probe, [ho, wo], *extra).reshape(ho, wo).to(torch.int64)
-    rows, cols = (src[:, 0] // w).tolist(), (src[0, :] % w).tolist()
-    ah, aw = _nearest_axis(rows, h), _nearest_axis(cols, w)
-    if ah is None or aw is None or not torch.equal(src, torch.tensor(rows)[:, None] * w + torch.tensor(cols)):
-        raise UnsupportedOpError("tpu.upsample_nearest2d", name=ctx.layer, where=WHERE,
-                                 reason=f"{h}x{w} -> {ho}x{wo}: only whole repeat or step factors per axis")
-    (rh, sh), (rw, sw) = ah, aw
-    x = _src(ctx, x_arg)
-    o = _out_addr(ctx)
-    es = x.dtype.size
-    copy_nd(ctx.em, ctx.layer, x.dtype, (n * c, ho // rh, wo // rw, rw), (x.addr, (h * w, sh * w, sw, 0)),
-            (o, (ho * wo, rh * wo, rw, 1)))
-    if rh > 1:
-        copy_nd(ctx.em, ctx.layer, x.dtype, (n * c, ho // rh, rh - 1, wo), (o, (ho * wo, rh * wo, 0, 1)),
-                (o + wo * es, (ho * wo, rh * wo, wo, 1)))
