@@ -34,6 +34,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch_tpu
     from torch_tpu.backend import recent_compiles
     from torch_tpu.config import STAGE_TOLERANCE
+    from torch_tpu.lowering.codegen import codegen
     from torch_tpu.verify import compare, module_outputs
 
     torch.manual_seed(0)
@@ -102,6 +103,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"\nProgram {path.name}: {len(program.instructions)} instructions, {size / 2**20:.1f} MiB; "
               f"run from the file in {run_s:.2f} s: {'same outputs as the compiled function' if same else 'DIFFERENT'}")
         print(res.profile.summary())
+        _, plan = codegen(graph.module.tpu_0, graph.options.target, return_plan=True)
+        print(plan.report())
         ok &= same
     print("\nall stages within tolerance" if ok else "\nSOME STAGE FELL BELOW TOLERANCE")
     return 0 if ok else 1

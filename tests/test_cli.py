@@ -38,8 +38,14 @@ def test_transform_then_calibrate_from_the_shell(tmp_path, capsys):
     for i in range(6):
         np.save(data / f"{i}.npy", rng.standard_normal((1, 3, 32, 32)).astype(np.float32))
     assert main(["calibrate", str(tmp_path / "r18.pt2"), "--data", str(data), "--input-num", "6",
+                 "--tune-num", "0", "--method", "percentile", "--percentile", "99.0",
+                 "-o", str(tmp_path / "p99")]) == 0
+    assert main(["calibrate", str(tmp_path / "r18.pt2"), "--data", str(data), "--input-num", "6",
                  "--tune-num", "1", "-o", str(tmp_path / "r18_cali_table")]) == 0
     table = CalibrationTable.load(tmp_path / "r18_cali_table")
+    p99 = CalibrationTable.load(tmp_path / "p99")
+    # the 99th percentile of |x| clips: below the max-based threshold on most tensors
+    assert sum(p99[n].threshold < 0.999 * max(abs(p99[n].min), abs(p99[n].max)) for n in p99) >= len(p99) // 2
     assert "fc" in table and "layer1.0.relu" in table and len(table) >= 20
     assert set(top.input_names) <= set(table)
     assert main(["qtable", str(tmp_path / "r18.pt2"), "--calibration-table", str(tmp_path / "r18_cali_table"),
@@ -77,6 +83,7 @@ def test_deploy_and_run_on_the_cmodel_from_the_shell(tmp_path, capsys):
     x = torch.randn(1, 3, 8, 8)
     torch_tpu.transform(model, (x,)).save(tmp_path / "m")
     assert main(["deploy", str(tmp_path / "m.pt2"), "-o", str(tmp_path / "m.tpu")]) == 0
+    assert "activation DDR:" in capsys.readouterr().out  # the footprint vs the naive sum
     np.savez(tmp_path / "in.npz", **{torch_tpu.load(tmp_path / "m.pt2").input_names[0]: x.numpy()})
     assert main(["run", str(tmp_path / "m.tpu"), "--input", str(tmp_path / "in.npz"), "-o", str(tmp_path / "out.npz"),
                  "--profile", str(tmp_path / "trace.json")]) == 0

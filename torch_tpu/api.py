@@ -185,12 +185,14 @@ def _image_folder(top: TopGraph, folder: Path):
 
 def deploy(top_or_model: TopGraph | torch.nn.Module, example_inputs: Sequence[Any] | None = None, *,
            target: str = "bm1684x", precision: str = "f32", calibration_table: Any = None, qtable: Any = None,
-           asymmetric: bool = False, name: str = "model"):
+           asymmetric: bool = False, name: str = "model", return_plan: bool = False):
     """TOP graph (or module) -> TPU graph -> :class:`~torch_tpu.cmodel.Program` for the cmodel.
 
     The whole graph must lower and generate code (no eager fallback in a Program). Programs take the
     graph's inputs by stable name and return ``output0``, ``output1``, ... A pre-quantized TFLite graph
-    deployed in int8 without a table uses its own scales (``frontends.tflite.calibration``).
+    deployed in int8 without a table uses its own scales (``frontends.tflite.calibration``). With
+    ``return_plan=True`` the result is ``(program, ddr_plan)``; ``ddr_plan.report()`` is the activation DDR
+    footprint with liveness reuse and aliases against the naive sum of all activation sizes.
 
     Example:
         >>> prog = torch_tpu.deploy(model, (x,), target="bm1684x", precision="f32")    # doctest: +SKIP
@@ -206,7 +208,7 @@ def deploy(top_or_model: TopGraph | torch.nn.Module, example_inputs: Sequence[An
         calibration_table = calibration_table_from_tflite(top)
         asymmetric = asymmetric or needs_asymmetric(top)
     tpu = lower(top.gm, target, precision, calibration_table=calibration_table, qtable=qtable, asymmetric=asymmetric)
-    return codegen(tpu, target, name=name)
+    return codegen(tpu, target, name=name, return_plan=return_plan)
 
 
 def run(program_or_path: Any, inputs: Any, *, cmodel: str = "auto", profile: bool = False, debug: bool = False):

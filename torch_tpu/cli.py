@@ -92,8 +92,9 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
     from torch_tpu.graph.top import load_top
 
     top = load_top(args.top)
+    extra = {"percentile": args.percentile} if args.percentile is not None else {}
     table = torch_tpu.calibrate(top, args.data, method=args.method, num_samples=args.input_num,
-                                tune_num=args.tune_num)
+                                tune_num=args.tune_num, **extra)
     table.save(args.output)
     print(f"wrote {args.output} ({len(table.entries)} tensors, method {args.method}, "
           f"{args.input_num} samples, tune {args.tune_num})")
@@ -105,10 +106,12 @@ def _cmd_deploy(args: argparse.Namespace) -> int:
     from torch_tpu.graph.top import load_top
 
     top = load_top(args.top)
-    prog = torch_tpu.deploy(top, target=args.target, precision=args.precision,
-                            calibration_table=args.calibration_table, qtable=args.qtable, name=Path(args.output).stem)
+    prog, plan = torch_tpu.deploy(top, target=args.target, precision=args.precision,
+                                  calibration_table=args.calibration_table, qtable=args.qtable,
+                                  asymmetric=args.asymmetric, name=Path(args.output).stem, return_plan=True)
     path = prog.save(args.output)
     print(f"wrote {path}: {len(prog.instructions)} instructions, target {args.target}, precision {args.precision}")
+    print(plan.report())
     return 0
 
 
@@ -169,8 +172,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     k = sub.add_parser("calibrate", help="TOP graph + data folder -> calibration table (TPU-MLIR text format)")
     k.add_argument("top", help="a TOP graph .pt2 written by transform")
-    k.add_argument("--data", required=True, help="folder of .npy/.npz samples (one array per graph input)")
+    k.add_argument("--data", required=True, help="folder of .npy/.npz samples (one array per graph input), or of "
+                                                 "images read with the graph's preprocessing config")
     k.add_argument("--method", default="kl", choices=["kl", "max", "percentile", "mse", "search"])
+    k.add_argument("--percentile", type=float, help="for --method percentile (default 99.99)")
     k.add_argument("--input-num", type=int, default=100)
     k.add_argument("--tune-num", type=int, default=5)
     k.add_argument("-o", "--output", required=True, help="calibration table path")
@@ -193,6 +198,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--precision", default="f32", choices=["f32", "bf16", "f16", "int8"])
     d.add_argument("--calibration-table")
     d.add_argument("--qtable")
+    d.add_argument("--asymmetric", action="store_true", help="int8 activations with zero points")
     d.add_argument("-o", "--output", required=True, help="the .tpu file")
     d.set_defaults(fn=_cmd_deploy)
 
