@@ -198,6 +198,23 @@ def test_int8_through_torch_compile_and_the_one_call_api():
     named = reports[1]
     assert len(named.rows) >= 3 and all(r.sim.cosine > 0.9 for r in named.rows)
     assert all(r.ok for r in reports[3].rows) and len(reports[3].rows) >= 3
+    # a qtable through the options: exactly the named layer runs in float, on the cmodel too
+    from torch_tpu.graph.names import stable_name
+
+    def ops_by_name(compiled):
+        return {stable_name(n): str(n.target) for m in compiled.module.modules() if isinstance(m, torch.fx.GraphModule)
+                for n in m.graph.nodes if n.op == "call_function" and "tpu." in str(n.target)}
+
+    base = ops_by_name(c)
+    torch._dynamo.reset()
+    mixed_out = torch.compile(model, backend="tpu", options={"precision": "int8", "calibration_table": table,
+                                                             "qtable": {"fc": "F32"}, "cache": False})(x)
+    cm = recent_compiles()[-1]
+    mixed = ops_by_name(cm)
+    assert "_int8" in base["fc"] and "_int8" not in mixed["fc"], (base["fc"], mixed["fc"])
+    assert {k for k in base.keys() & mixed.keys() if base[k] != mixed[k]} == {"fc"}
+    assert cm.on_cmodel
+    assert torch.nn.functional.cosine_similarity(mixed_out.flatten(), ref.flatten(), dim=0).item() >= cos - 1e-3
     torch._dynamo.reset()
     fast = torch_tpu.compile(model, (x,), precision="int8", calibration_data=data, num_samples=16, tune_num=0,
                              cache=False)
