@@ -5,6 +5,10 @@ needs ``slice_bytes(nb, rows)`` bytes per lane (its input rows with halo, output
 ``const_bytes`` (weights, loaded once). The largest slice that fits single-buffered is taken when it covers
 the whole output; otherwise the largest slice whose *two* buffer sets fit (double buffering: slice i+1 is
 loaded into the other set while slice i computes, so its DMA has no dependency on slice i's compute).
+
+Tiling along W (``plan_tiles``, for ops whose output columns can be computed apart: windowed ops with
+column halos, element-wise ops): when not even one full-width output row leaves room for two buffer sets,
+the output is cut into tiles of ``r`` rows x ``c`` columns, double-buffered as well.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from torch_tpu.lowering.codegen.emitter import Emitter, ddr_view, sub_view, tile
 from torch_tpu.targets import Target
 
 Slice = tuple[int, int, int, int]
+Tile = tuple[int, int, int, int, int, int]  # (n0, n1, h0, h1, w0, w1)
 
 
 class WeightPacker:
@@ -143,6 +148,58 @@ def plan_slices(n: int, rows: int, slice_bytes: Callable[[int, int], int], const
 
 def _cut(n: int, rows: int, r: int) -> list[Slice]:
     return [(i, i + 1, h, min(h + r, rows)) for i in range(n) for h in range(0, rows, r)]
+
+
+def plan_tiles(n: int, rows: int, cols: int, tile_bytes: Callable[[int, int, int], int], const_bytes: int,
+               mem: int, where: str) -> tuple[list[Tile], bool]:
+    """Cut ``n x rows x cols`` into tiles ``(n0, n1, h0, h1, w0, w1)`` that fit ``mem`` bytes per lane.
+
+    ``tile_bytes(nb, r, c)``: per-lane bytes of one buffer set for ``nb`` batch items of ``r`` rows and ``c``
+    columns (inputs with their halos, outputs, scratch). In order of preference: the whole output
+    (single-buffered); full-width N/H slices as :func:`plan_slices` (double-buffered); when not even one
+    full-width row leaves room for two buffer sets, W tiles of ``r`` rows x ``c < cols`` columns, double-
+    buffered, with the fewest tiles (larger ``r`` on a tie; widths balanced so the last tile is not a
+    sliver); then single-buffered one full row, then single-buffered W tiles. Returns (tiles, double).
+    """
+    full = lambda nb, r: tile_bytes(nb, r, cols)  # noqa: E731
+    if full(n, rows) + const_bytes <= mem:
+        return [(0, n, 0, rows, 0, cols)], False
+    for k in range(1, rows + 1):
+        r = math.ceil(rows / k)
+        if 2 * full(1, r) + const_bytes <= mem:
+            return _cut_tiles(n, rows, r, cols, cols), True
+    for sets in (2, 1):
+        if sets == 1 and full(1, 1) + const_bytes <= mem:
+            return _cut_tiles(n, rows, 1, cols, cols), False
+        best = _w_tile(rows, cols, lambda r, c: sets * tile_bytes(1, r, c) + const_bytes <= mem)
+        if best is not None:
+            return _cut_tiles(n, rows, best[0], cols, best[1]), sets == 2
+    raise ProgramError(f"codegen: {where}: one output column plus the constants ({const_bytes} bytes) does not "
+                       f"fit {mem} bytes of local memory per lane (tiling along C is not implemented)")
+
+
+def _w_tile(rows: int, cols: int, fits: Callable[[int, int], bool]) -> tuple[int, int] | None:
+    """``(r, c)``, ``c < cols``, that fits and gives the fewest tiles; None when one column does not fit."""
+    if cols <= 1:
+        return None
+    best = None
+    for r in sorted({math.ceil(rows / k) for k in range(1, rows + 1)}, reverse=True):
+        if not fits(r, 1):
+            continue
+        lo, hi = 1, cols - 1  # the widest c < cols that fits (tile bytes grow with c)
+        while lo < hi:
+            mid = (lo + hi + 1) // 2
+            lo, hi = (mid, hi) if fits(r, mid) else (lo, mid - 1)
+        m = math.ceil(cols / lo)
+        count = math.ceil(rows / r) * m
+        if best is None or count < best[0]:
+            best = (count, r, math.ceil(cols / m))
+    return None if best is None else best[1:]
+
+
+def _cut_tiles(n: int, rows: int, r: int, cols: int, c: int) -> list[Tile]:
+    return [(i, i + 1, h, min(h + r, rows), w, min(w + c, cols)) for i in range(n) for h in range(0, rows, r)
+            for w in range(0, cols, c)]
 
 
 def run_pipeline(count: int, double: bool, load: Callable[[int], object], compute: Callable[[int, object], object],

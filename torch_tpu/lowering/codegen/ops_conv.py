@@ -1,4 +1,4 @@
-"""Codegen of ``tpu.conv2d`` (grouped / depthwise, dilation, 4-sided pads, fused activation), tiled along N/H.
+"""Codegen of ``tpu.conv2d`` (grouped / depthwise, dilation, 4-sided pads, fused activation), tiled along N/H/W.
 
 Output rows ``[o0, o1)`` of a slice read input rows (the halo included)::
 
@@ -10,6 +10,10 @@ so that the slice's own conv (same kernel, stride, dilation, left/right pads) yi
 ``(1, Cout, 1, 1)`` are packed in the weight region in that layout and loaded once per op; when they do not
 fit a lane next to one output row, the op is cut into blocks of output channels (all input channels for
 ``groups == 1``, whole groups with their input channels otherwise), each loading its own weight rows.
+
+When one output row does not fit (long rows), the output is cut along W too: output columns ``[q0, q1)``
+read input columns ``q0 * sw - pl .. (q1 - 1) * sw - pl + dw * (kw - 1)`` (``window_rows`` on columns), the
+tile's left/right pads non-zero only at the image's own left/right border.
 """
 
 from __future__ import annotations
@@ -17,54 +21,69 @@ from __future__ import annotations
 from torch_tpu.cmodel import isa
 from torch_tpu.cmodel.operands import DType, LocalTensor
 from torch_tpu.errors import ProgramError
-from torch_tpu.lowering.codegen.context import OpCtx, plan_slices, run_pipeline
+from torch_tpu.lowering.codegen.context import OpCtx, plan_tiles, run_pipeline
 from torch_tpu.lowering.codegen.emitter import sub_view, tile_bytes
 
 
 def window_rows(o0: int, o1: int, stride: int, pad_top: int, dil: int, k: int, h: int) -> tuple[int, int, int, int]:
-    """Input rows ``[r0, r1)`` and the slice's top/bottom pads for output rows ``[o0, o1)``."""
+    """Input rows ``[r0, r1)`` and the slice's top/bottom pads for output rows ``[o0, o1)`` (the same for
+    columns with the left pad, the W stride, dilation and kernel)."""
     lo = o0 * stride - pad_top
     hi = (o1 - 1) * stride - pad_top + dil * (k - 1) + 1
     return max(lo, 0), min(hi, h), max(0, -lo), max(0, hi - h)
 
 
 def sliced_window(ctx: OpCtx, x_ddr, out_ddr, kernel, stride, pad, dilation, const_bytes: int, emit) -> None:
-    """Slice a windowed op (conv, pool) along N/H with halos; ``emit(x_tile, out_tile, slice_pad)``."""
+    """Tile a windowed op (conv, pool) along N/H, and W when one output row does not fit, with halos;
+    ``emit(x_tile, out_tile, tile_pad)``.
+
+    A tile spanning every output column loads whole input rows with the op's own left/right pads; a W tile
+    loads its columns with halo (``window_rows`` on columns), padded only where it touches the image's
+    left/right border."""
     t = ctx.target
     n, cin, h, w = x_ddr.shape
     _, cout, ho, wo = out_ddr.shape
-    (kh, _), (sh, _), (pt, _, pl, pr), (dh, _) = kernel, stride, pad, dilation
+    (kh, kw), (sh, sw), (pt, _, pl, pr), (dh, dw) = kernel, stride, pad, dilation
 
     def in_rows(r: int) -> int:
         return min(h, (r - 1) * sh + dh * (kh - 1) + 1)
 
-    def slice_bytes(nb: int, r: int) -> int:
-        return tile_bytes(t, (nb, cin, in_rows(r), w), x_ddr.dtype) + tile_bytes(t, (nb, cout, r, wo), out_ddr.dtype)
+    def in_cols(c: int) -> int:
+        return w if c == wo else min(w, (c - 1) * sw + dw * (kw - 1) + 1)
 
-    slices, double = plan_slices(n, ho, slice_bytes, const_bytes, t.local_mem_bytes, ctx.layer)
-    n0, n1, o0, o1 = slices[0]
-    nb, r = n1 - n0, o1 - o0
-    sets = [(ctx.em.arena.tile((nb, cin, in_rows(r), w), x_ddr.dtype), ctx.em.arena.tile((nb, cout, r, wo),
-                                                                                          out_ddr.dtype))
-            for _ in range(2 if double else 1)]
+    def tile_set(nb: int, r: int, c: int) -> int:
+        return (tile_bytes(t, (nb, cin, in_rows(r), in_cols(c)), x_ddr.dtype)
+                + tile_bytes(t, (nb, cout, r, c), out_ddr.dtype))
+
+    def cols(o0: int, o1: int) -> tuple[int, int, int, int]:
+        return (0, w, pl, pr) if (o0, o1) == (0, wo) else window_rows(o0, o1, sw, pl, dw, kw, w)
+
+    tiles, double = plan_tiles(n, ho, wo, tile_set, const_bytes, t.local_mem_bytes, ctx.layer)
+    n0, n1, o0, o1, q0, q1 = tiles[0]
+    sets = [(ctx.em.arena.tile((n1 - n0, cin, in_rows(o1 - o0), in_cols(q1 - q0)), x_ddr.dtype),
+             ctx.em.arena.tile((n1 - n0, cout, o1 - o0, q1 - q0), out_ddr.dtype)) for _ in range(2 if double else 1)]
+
     def load(i: int) -> LocalTensor:
-        n0, n1, o0, o1 = slices[i]
+        n0, n1, o0, o1, q0, q1 = tiles[i]
         r0, r1, _, _ = window_rows(o0, o1, sh, pt, dh, kh, h)
-        xs = LocalTensor(0, sets[i % len(sets)][0].addr, (n1 - n0, cin, r1 - r0, w), x_ddr.dtype)
-        ctx.em.load(sub_view(x_ddr, (n0, 0, r0, 0), xs.shape), xs, ctx.layer)
+        c0, c1, _, _ = cols(q0, q1)
+        xs = LocalTensor(0, sets[i % len(sets)][0].addr, (n1 - n0, cin, r1 - r0, c1 - c0), x_ddr.dtype)
+        ctx.em.load(sub_view(x_ddr, (n0, 0, r0, c0), xs.shape), xs, ctx.layer)
         return xs
 
     def comp(i: int, xs: LocalTensor) -> LocalTensor:
-        n0, n1, o0, o1 = slices[i]
+        n0, n1, o0, o1, q0, q1 = tiles[i]
         _, _, st, sb = window_rows(o0, o1, sh, pt, dh, kh, h)
-        os_ = LocalTensor(0, sets[i % len(sets)][1].addr, (n1 - n0, cout, o1 - o0, wo), out_ddr.dtype)
-        emit(xs, os_, (st, sb, pl, pr))
+        _, _, sl, sr = cols(q0, q1)
+        os_ = LocalTensor(0, sets[i % len(sets)][1].addr, (n1 - n0, cout, o1 - o0, q1 - q0), out_ddr.dtype)
+        emit(xs, os_, (st, sb, sl, sr))
         return os_
 
     def store(i: int, os_: LocalTensor) -> None:
-        ctx.em.store(os_, sub_view(out_ddr, (slices[i][0], 0, slices[i][2], 0), os_.shape), ctx.layer)
+        n0, _, o0, _, q0, _ = tiles[i]
+        ctx.em.store(os_, sub_view(out_ddr, (n0, 0, o0, q0), os_.shape), ctx.layer)
 
-    run_pipeline(len(slices), double, load, comp, store)
+    run_pipeline(len(tiles), double, load, comp, store)
 
 
 def gen_conv2d(ctx: OpCtx) -> None:
@@ -103,49 +122,63 @@ def _const_bytes(t, wv, bv) -> int:
     return tile_bytes(t, wv.shape, wv.dtype) + (tile_bytes(t, bv.shape, bv.dtype) if bv is not None else 0)
 
 
+#: output columns a W tile should at least have when the weights decide the output-channel blocks, so that
+#: the halo columns stay a minor part of each load
+MIN_W_TILE = 16
+
+
 def _cout_blocks(ctx: OpCtx, x_ddr, out_ddr, w_ddr, b_ddr, groups: int, geom) -> list[tuple[int, int, int, int, int]]:
     """``(c0, c1, cin0, cin1, groups)`` blocks of output channels whose weights and one output row fit a lane.
 
     One block when everything fits. Else blocks of ``cb`` output channels (``groups == 1``: all input
     channels each; grouped: whole groups with their input channels), the largest ``cb`` that leaves room
-    for two buffer sets of one output row (double buffering), else for one."""
+    for two buffer sets of one output row (double buffering), else for one. When not even one output row
+    of the smallest block fits, the same for a W tile of ``MIN_W_TILE`` output columns, else of one column
+    (``sliced_window`` then tiles along W)."""
     t = ctx.target
     n, cin, h, w = x_ddr.shape
     cout, ho, wo = out_ddr.shape[1:]
-    (kh, _), (sh, _), _, (dh, _) = geom
+    (kh, kw), (sh, sw), _, (dh, dw) = geom
     rows_in = min(h, dh * (kh - 1) + 1)
     cout_g, cin_g = cout // groups, cin // groups
 
-    def need(cb: int, sets: int) -> int:
+    def need(cb: int, sets: int, c: int) -> int:
         ci = cin if groups == 1 else cb // cout_g * cin_g
+        cols_in = w if c == wo else min(w, (c - 1) * sw + dw * (kw - 1) + 1)
         wv = (1, cb, 1, w_ddr.shape[3])
         const = tile_bytes(t, wv, w_ddr.dtype) + (tile_bytes(t, (1, cb, 1, 1), b_ddr.dtype) if b_ddr else 0)
-        return const + sets * (tile_bytes(t, (1, ci, rows_in, w), x_ddr.dtype)
-                               + tile_bytes(t, (1, cb, 1, wo), out_ddr.dtype))
+        return const + sets * (tile_bytes(t, (1, ci, rows_in, cols_in), x_ddr.dtype)
+                               + tile_bytes(t, (1, cb, 1, c), out_ddr.dtype))
 
-    if need(cout, 1) <= t.local_mem_bytes:
-        return [(0, cout, 0, cin, groups)]
     unit = 1 if groups == 1 else cout_g
-    for sets in (2, 1):
-        fits = [cb for cb in range(unit, cout + 1, unit) if need(cb, sets) <= t.local_mem_bytes]
-        if fits:
-            cb = max(fits)
-            if groups == 1 and cb >= t.lanes:  # whole lane groups: no lane left idle in a block
-                cb -= cb % t.lanes
-            blocks = []
-            for c0 in range(0, cout, cb):
-                c1 = min(c0 + cb, cout)
-                if groups == 1:
-                    blocks.append((c0, c1, 0, cin, 1))
-                else:
-                    blocks.append((c0, c1, c0 // cout_g * cin_g, c1 // cout_g * cin_g, (c1 - c0) // cout_g))
-            return blocks
-    raise ProgramError(f"codegen: {ctx.layer}: the weights of one output channel group and one output row do "
+    for c in dict.fromkeys((wo, min(wo, MIN_W_TILE), 1)):  # whole rows, else W tiles
+        if need(cout, 1, c) <= t.local_mem_bytes:
+            return [(0, cout, 0, cin, groups)]
+        for sets in (2, 1):
+            fits = [cb for cb in range(unit, cout + 1, unit) if need(cb, sets, c) <= t.local_mem_bytes]
+            if fits:
+                return _blocks(max(fits), cout, cin, groups, t.lanes)
+    raise ProgramError(f"codegen: {ctx.layer}: the weights of one output channel group and one output column do "
                        f"not fit {t.local_mem_bytes} bytes of local memory per lane")
 
 
+def _blocks(cb: int, cout: int, cin: int, groups: int, lanes: int) -> list[tuple[int, int, int, int, int]]:
+    """Blocks of ``cb`` output channels (whole lane groups when ``groups == 1`` and ``cb >= lanes``)."""
+    cout_g, cin_g = cout // groups, cin // groups
+    if groups == 1 and cb >= lanes:  # whole lane groups: no lane left idle in a block
+        cb -= cb % lanes
+    blocks = []
+    for c0 in range(0, cout, cb):
+        c1 = min(c0 + cb, cout)
+        if groups == 1:
+            blocks.append((c0, c1, 0, cin, 1))
+        else:
+            blocks.append((c0, c1, c0 // cout_g * cin_g, c1 // cout_g * cin_g, (c1 - c0) // cout_g))
+    return blocks
+
+
 def _conv_block(ctx: OpCtx, x_ddr, w_ddr, b_ddr, out_ddr, fields: dict, geom) -> None:
-    """One conv over the given views: weights and bias loaded once, output tiled along N/H."""
+    """One conv over the given views: weights and bias loaded once, output tiled along N/H (and W)."""
     t = ctx.target
     const_bytes = _const_bytes(t, w_ddr, b_ddr)
     w_tile = ctx.em.load(w_ddr, ctx.em.arena.tile(w_ddr.shape, w_ddr.dtype), ctx.layer)

@@ -1,9 +1,11 @@
 """Codegen of element-wise ops: unary activations, binary arithmetic (broadcast), constant forms, casts.
 
-Every op is ``out = f(in_0, ..., in_k)`` element by element, so the output is cut into slices along N and H
-(``context.plan_slices``) and each slice runs ``dma_load`` (each input, broadcast operands as stride-0 DDR
-views) -> one compute instruction -> ``dma_store``. Inputs without broadcast are refolded to
-``(1, g, numel / g, 1)`` with ``g = gcd(numel, lanes)`` so any tensor spreads over the lanes and can be cut.
+Every op is ``out = f(in_0, ..., in_k)`` element by element, so the output is cut into slices along N and H,
+and W when one row does not fit (``context.plan_tiles``; no halo), and each slice runs ``dma_load`` (each
+input, broadcast operands as stride-0 DDR views) -> one compute instruction -> ``dma_store``. Inputs
+without broadcast are refolded to ``(1, g, numel / g, 1)`` with ``g = gcd(numel, lanes)`` so any tensor
+spreads over the lanes and can be cut; broadcast ones keep their 4-D shape, so a long row (``1x3x1x100000 +
+bias``) is cut along W.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from typing import Any, Callable
 from torch_tpu.cmodel import isa
 from torch_tpu.cmodel.operands import DdrTensor, DType, LocalTensor
 from torch_tpu.errors import UnsupportedOpError
-from torch_tpu.lowering.codegen.context import OpCtx, plan_slices, run_pipeline
+from torch_tpu.lowering.codegen.context import OpCtx, plan_tiles, run_pipeline
 from torch_tpu.lowering.codegen.emitter import broadcast_view, sub_view, tile_bytes, to4d
 
 #: tpu unary op -> (cmodel activation, fields from the node's args)
@@ -34,47 +36,50 @@ WHERE = "codegen (torch_tpu/lowering/codegen/ops_elementwise.py)"
 def sliced_map(ctx: OpCtx, inputs: list[DdrTensor], out: DdrTensor,
                compute: Callable[[list[LocalTensor], LocalTensor], None], scratch: tuple[DType, ...] = (),
                const_bytes: int = 0) -> None:
-    """Tile ``out`` along N/H; per slice load every input's matching block, ``compute``, store.
+    """Tile ``out`` along N/H (and W when one row does not fit); per tile load every input's matching block,
+    ``compute``, store.
 
     ``inputs`` are views of ``out``'s shape (broadcast views allowed); ``compute`` receives the input tiles
-    followed by one scratch tile of the slice's shape per dtype in ``scratch``. ``const_bytes``: per-lane bytes
-    the caller already took from the arena (a table loaded once), left out of the slices.
+    followed by one scratch tile of the tile's shape per dtype in ``scratch``. ``const_bytes``: per-lane bytes
+    the caller already took from the arena (a table loaded once), left out of the tiles.
     """
     t = ctx.target
     n, c, h, w = out.shape
+    dts = [x.dtype for x in inputs] + list(scratch) + [out.dtype]
 
-    def slice_bytes(nb: int, r: int) -> int:
-        dts = [x.dtype for x in inputs] + list(scratch) + [out.dtype]
-        return sum(tile_bytes(t, (nb, c, r, w), d) for d in dts)
+    def tile_set(nb: int, r: int, cw: int) -> int:
+        return sum(tile_bytes(t, (nb, c, r, cw), d) for d in dts)
 
-    slices, double = plan_slices(n, h, slice_bytes, const_bytes, t.local_mem_bytes, ctx.layer)
-    n0, n1, h0, h1 = slices[0]
-    big = (n1 - n0, c, h1 - h0, w)
+    tiles, double = plan_tiles(n, h, w, tile_set, const_bytes, t.local_mem_bytes, ctx.layer)
+    n0, n1, h0, h1, w0, w1 = tiles[0]
+    big = (n1 - n0, c, h1 - h0, w1 - w0)
     sets = []
     for _ in range(2 if double else 1):
         sets.append(([ctx.em.arena.tile(big, x.dtype) for x in inputs],
                      ctx.em.arena.tile(big, out.dtype), [ctx.em.arena.tile(big, d) for d in scratch]))
+
     def load(i: int) -> tuple[list[LocalTensor], tuple]:
-        n0, n1, h0, h1 = slices[i]
-        shape = (n1 - n0, c, h1 - h0, w)
-        tiles = []
+        n0, n1, h0, h1, w0, w1 = tiles[i]
+        shape = (n1 - n0, c, h1 - h0, w1 - w0)
+        loaded = []
         for x, buf in zip(inputs, sets[i % len(sets)][0]):
             tile = LocalTensor(0, buf.addr, shape, x.dtype)
-            ctx.em.load(sub_view(x, (n0, 0, h0, 0), shape), tile, ctx.layer)
-            tiles.append(tile)
-        tiles += [LocalTensor(0, buf.addr, shape, buf.dtype) for buf in sets[i % len(sets)][2]]
-        return tiles, shape
+            ctx.em.load(sub_view(x, (n0, 0, h0, w0), shape), tile, ctx.layer)
+            loaded.append(tile)
+        loaded += [LocalTensor(0, buf.addr, shape, buf.dtype) for buf in sets[i % len(sets)][2]]
+        return loaded, shape
 
     def comp(i: int, loaded) -> LocalTensor:
-        tiles, shape = loaded
+        tiles_, shape = loaded
         ot = LocalTensor(0, sets[i % len(sets)][1].addr, shape, out.dtype)
-        compute(tiles, ot)
+        compute(tiles_, ot)
         return ot
 
     def store(i: int, ot: LocalTensor) -> None:
-        ctx.em.store(ot, sub_view(out, (slices[i][0], 0, slices[i][2], 0), ot.shape), ctx.layer)
+        n0, _, h0, _, w0, _ = tiles[i]
+        ctx.em.store(ot, sub_view(out, (n0, 0, h0, w0), ot.shape), ctx.layer)
 
-    run_pipeline(len(slices), double, load, comp, store)
+    run_pipeline(len(tiles), double, load, comp, store)
 
 
 def _flat_shape(numel: int, lanes: int) -> tuple[int, int, int, int]:

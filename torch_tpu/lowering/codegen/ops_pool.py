@@ -1,8 +1,10 @@
-"""Codegen of pools and reductions: ``tpu.max_pool2d`` / ``tpu.avg_pool2d`` (tiled along N/H with halos,
-as conv), ``tpu.adaptive_avg_pool2d`` (any output size) and ``tpu.reduce_<op>`` over any dims.
+"""Codegen of pools and reductions: ``tpu.max_pool2d`` / ``tpu.avg_pool2d`` (tiled along N/H, and W when
+one output row does not fit, with halos, as conv: ``ops_conv.sliced_window``), ``tpu.adaptive_avg_pool2d``
+(any output size) and ``tpu.reduce_<op>`` over any dims.
 
-Pool slices carry their own top/bottom pads only at the tensor's borders, so a window's count of real and
-padded cells (avg, ``count_include_pad``) is the same as in the whole tensor.
+Pool tiles carry their own top/bottom/left/right pads only at the tensor's borders, so a window's count of
+real and padded cells (avg, ``count_include_pad``) is the same as in the whole tensor: every window lies
+inside its tile's loaded-plus-padded extent, as it lies inside the padded tensor (no ceil-mode overhang).
 """
 
 from __future__ import annotations
