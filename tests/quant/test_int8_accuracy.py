@@ -62,6 +62,48 @@ def test_digits_cnn_int8_accuracy_within_half_a_point():
     assert abs(acc_f32 - acc_int8) <= 0.5
 
 
+class SkewedNet(nn.Module):
+    """Convs whose outputs are skewed but reach far on both sides (bias = +1 std: about [-3 std, 5 std]), so
+    the symmetric scheme uses its signed grid (``min < -T/2``) and leaves codes unused on the short side."""
+
+    def __init__(self):
+        super().__init__()
+        self.convs = nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), nn.Conv2d(16, 16, 3, padding=1),
+                                   nn.Conv2d(16, 8, 1))
+        with torch.no_grad():
+            y = torch.randn(8, 3, 10, 10)
+            for c in self.convs:
+                c.bias.zero_()
+                c.bias.fill_(float(c(y).std()))
+                y = c(y)
+
+    def forward(self, x):
+        return self.convs(x)
+
+
+def _sqnr(ref: torch.Tensor, got: torch.Tensor) -> float:
+    return float(10 * torch.log10(ref.pow(2).sum() / (ref - got).pow(2).sum()))
+
+
+@pytest.mark.parametrize("method", ["kl", "percentile"])
+def test_asymmetric_int8_at_least_as_accurate_as_symmetric_on_a_skewed_model(method):
+    """The asymmetric grid (range clipped by the method's threshold, quant/qscheme.py) is never coarser than
+    the symmetric one; on a model with skewed activations the INT8 output's SQNR is at least as high."""
+    torch.manual_seed(0)
+    model = SkewedNet().eval()
+    data = [torch.randn(4, 3, 10, 10) for _ in range(14)]
+    top = torch_tpu.transform(model, (data[0],))
+    table = torch_tpu.calibrate(top, data[:12], method=method, num_samples=12, tune_num=0, progress=False)
+    sym = lower(top.gm, "bm1684x", "int8", calibration_table=table)
+    asym = lower(top.gm, "bm1684x", "int8", calibration_table=table, asymmetric=True)
+    for x in data[12:]:
+        with torch.no_grad():
+            ref = model(x)
+        s_sym, s_asym = _sqnr(ref, sym(x)[0]), _sqnr(ref, asym(x)[0])
+        print(f"skewed model ({method}): int8 SQNR symmetric {s_sym:.2f} dB, asymmetric {s_asym:.2f} dB")
+        assert s_asym >= s_sym
+
+
 #: the zoo at build(name, small=True)'s input size (its BatchNorm statistics come from that size).
 #: Default run: the models that take < ~20 s here; the rest are slow.
 _SLOW = pytest.mark.slow
@@ -72,10 +114,12 @@ ZOO_CASES = [
     pytest.param("resnet50", marks=_SLOW),
     pytest.param("vit_tiny_patch16_224", marks=_SLOW),
     pytest.param("efficientnet_b0", marks=[_SLOW, pytest.mark.xfail(
-        strict=False, reason="int8 vs f32 cosine about 0.97 (0.95 to 0.99 per sample) after the fixes in "
-        "quant/qscheme.py and quant/thresholds.py (0.94 before): with random weights the error of 16 "
-        "squeeze-excite blocks adds up block by block (per-layer cosines fall ~0.003 a block), no single "
-        "tensor dominates")]),
+        strict=False, reason="int8 vs f32 cosine about 0.95 / 0.99 on the two eval samples (mean 0.980, 0.95 to 0.99 "
+        "over 24 samples with a 64-sample table). No single cause: quantizing one tensor class alone costs "
+        "0.001 to 0.009 each (dwconv out 0.009, silu 0.007, conv 0.007, SE mul 0.006, weights 0.002) and the "
+        "16 squeeze-excite gates amplify the main path's error block by block; eval sample 0 also exceeds the "
+        "calibrated max by up to 1.9x deep in the net. Narrowing LUT inputs to where silu/sigmoid change "
+        "(finer pre-silu grids) and max instead of kl for the SE inputs were measured and did not help")]),
 ]
 N_CAL, N_EVAL = 16, 2
 

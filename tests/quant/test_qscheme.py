@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from torch_tpu.fixed_point import fake_quantize
-from torch_tpu.quant.qscheme import ONE_SIDED, activation_qparams, positive_levels
+from torch_tpu.quant.qscheme import ONE_SIDED, activation_qparams, clipped_range, positive_levels
 from torch_tpu.quant.tables import CalibrationEntry
 
 
@@ -48,5 +48,56 @@ def test_one_sided_step_is_at_most_three_quarters_of_the_signed_one():
 
 def test_bare_threshold_and_asymmetric():
     assert activation_qparams(2.54) == (float(np.float32(2.54 / 127)), 0)
-    s, zp = activation_qparams(CalibrationEntry(1.0, -1.0, 3.0), asymmetric=True)
-    assert s == pytest.approx(4.0 / 255, rel=1e-6) and zp == -128 + round(1.0 / (4.0 / 255))
+    # asymmetric: [min, max] clipped where the signed grid of T clips ([-128/127 T, T]): [-1, 3], T = 1.5 -> [-1, 1.5]
+    s, zp = activation_qparams(CalibrationEntry(1.5, -1.0, 3.0), asymmetric=True)
+    assert s == pytest.approx(2.5 / 255, rel=1e-6) and zp == -128 + round(1.0 / (2.5 / 255))
+    assert clipped_range(CalibrationEntry(1.5, -1.0, 3.0)) == (-1.0, 1.5)
+    assert clipped_range(CalibrationEntry(1.27, -6.0, 3.0)) == (pytest.approx(-1.28), 1.27)
+    assert clipped_range(CalibrationEntry(1.27, -1.28, 1.27)) == (-1.28, 1.27)     # an int8 grid's own entry
+    assert clipped_range(CalibrationEntry(2.0, 0.5, 3.0)) == (0.5, 2.0)
+
+
+def _sqnr(x: torch.Tensor, y: torch.Tensor) -> float:
+    return float(10 * torch.log10(x.pow(2).sum() / (x - y).pow(2).sum()))
+
+
+@pytest.mark.parametrize("method", ["kl", "percentile", "mse", "max"])
+def test_asymmetric_honours_the_threshold_and_beats_symmetric_on_a_skewed_tensor(method):
+    """A skewed tensor (long positive tail, a negative side of about a third): the asymmetric grid over
+    the method's clipped range has an SQNR at least the symmetric grid's, and it clips the tail where the
+    method says (the old min/max rule ignored the threshold)."""
+    from torch_tpu.quant.observers import HistogramObserver
+    from torch_tpu.quant.thresholds import compute_threshold
+
+    g = torch.Generator().manual_seed(0)
+    pos = torch.distributions.Gamma(torch.tensor(1.5), torch.tensor(1.0)).sample((40000,))
+    x = torch.where(torch.rand(40000, generator=g) < 0.7, pos, -0.4 * pos)
+    x[:3] = 40.0 + torch.rand(3, generator=g)              # outliers the clipping methods cut off
+    obs = HistogramObserver("skewed")
+    obs.update(x)
+    entry = CalibrationEntry(compute_threshold(obs, method), obs.min, obs.max)
+    s_sym, zp_sym = activation_qparams(entry)
+    s_asym, zp_asym = activation_qparams(entry, asymmetric=True)
+    sym, asym = _sqnr(x, fake_quantize(x, s_sym, zp_sym)), _sqnr(x, fake_quantize(x, s_asym, zp_asym))
+    assert asym >= sym - 1e-9, (method, entry, sym, asym)
+    hi = (127 - zp_asym) * s_asym                           # the largest value the asymmetric grid holds
+    assert hi <= min(entry.threshold, entry.max) + s_asym
+    if method == "percentile":
+        assert entry.threshold < 40.0 and hi < 40.0         # the threshold clips the outliers
+
+
+def test_asymmetric_grid_is_never_coarser_and_clips_no_more_than_symmetric():
+    """For any entry, the asymmetric grid's step is at most the symmetric grid's and it still holds the
+    observed range clipped where the symmetric grid clips it (so on calibration data it is never worse)."""
+    rng = np.random.default_rng(0)
+    for _ in range(2000):
+        t = float(rng.uniform(0.01, 50.0))
+        lo = float(rng.choice([0.0, -rng.uniform(0, 0.3) * t, -rng.uniform(0.3, 2.0) * t]))
+        hi = float(rng.uniform(0.5, 2.0) * t)
+        entry = CalibrationEntry(t, lo, hi)
+        s_sym, zp_sym = activation_qparams(entry)
+        s_asym, zp_asym = activation_qparams(entry, asymmetric=True)
+        assert s_asym <= s_sym * (1 + 1e-6), entry
+        c_lo, c_hi = clipped_range(entry)
+        assert (-128 - zp_asym) * s_asym <= min(c_lo, 0.0) + s_asym / 2 + 1e-9, entry
+        assert (127 - zp_asym) * s_asym >= c_hi - s_asym / 2 - 1e-9, entry

@@ -7,7 +7,8 @@ Formulas (all fixed-point arithmetic comes from :mod:`torch_tpu.fixed_point`):
   (default): the unsigned grid ``s_t = f32(T / 255)``, ``zp_t = -128`` when ``min_t >= 0``; the one-sided
   grid ``[min_t, T]`` (``s_t = f32((T - min_t) / 255)``) when ``-T/2 < min_t < 0``; else ``s_t = f32(T / 127)``,
   ``zp_t = 0``; asymmetric (``asymmetric=True``):
-  ``(s_t, zp_t) = asymmetric_qparams(min_t, max_t)`` (signed int8);
+  ``(s_t, zp_t) = asymmetric_qparams(max(min_t, -128/127 · T), min(max_t, T))`` (signed int8: the observed range
+  clipped by the method's threshold on each side);
 * constant operand ``c`` of an element-wise op: symmetric per tensor, ``s_c = max|c| / 127``;
 * weight ``W`` per output channel ``o``: ``s_w[o] = max|W[o]| / 127``, ``W_q = round(W / s_w)``;
 * bias ``b``: ``b_q[o] = clamp(round(b[o] / (s_x · s_w[o])), int32)``;
@@ -80,7 +81,8 @@ class QuantParams:
     Args:
         table: the calibration table (entries by stable name).
         consts: TOP constant node -> tensor (for constant operands of element-wise ops).
-        asymmetric: asymmetric activations (zero point from min/max) instead of symmetric thresholds.
+        asymmetric: asymmetric activations (range ``[min, max]`` clipped by the threshold) instead of
+            symmetric thresholds.
     """
 
     def __init__(self, table: CalibrationTable, consts: Mapping[fx.Node, torch.Tensor], asymmetric: bool = False):

@@ -17,8 +17,12 @@ every tensor onto the same grid. With threshold ``T`` and observed range ``[min,
     codes on a negative side that holds a few percent of the range.
   - otherwise signed, ``s = f32(T / 127)``, ``zp = 0`` (codes -127..127).
 
-* **asymmetric** (``asymmetric=True``): ``(s, zp) = asymmetric_qparams(min(min, 0), max(max, 0))``
-  (signed int8, from :mod:`torch_tpu.fixed_point`).
+* **asymmetric** (``asymmetric=True``): the observed range clipped by the method's threshold on each side,
+  ``[lo, hi] = [max(min, -128/127 · T), min(max, T)]`` (:func:`clipped_range`: where the signed grid of
+  ``T`` clips), then
+  ``(s, zp) = asymmetric_qparams(min(lo, 0), max(hi, 0))`` (signed int8, from :mod:`torch_tpu.fixed_point`).
+  The threshold method (kl, percentile, mse ...) decides how far the tails are clipped, as it does for the
+  symmetric grid; a one-sided tensor keeps its whole short side and 256 codes over ``[lo, hi]``.
 
 Every int8 TPU op takes zero points, so the unsigned grid needs no other op: a conv reading it pads
 with ``zp`` and subtracts it before the products; a fused relu saturates at ``qmin = zp = -128``.
@@ -80,7 +84,8 @@ def activation_qparams(entry: ActivationSpec, asymmetric: bool = False) -> tuple
     if not isinstance(entry, CalibrationEntry):
         return _f32(scale_from_threshold(float(entry))), 0
     if asymmetric:
-        scale, zp = asymmetric_qparams(min(entry.min, 0.0), max(entry.max, 0.0))
+        lo, hi = clipped_range(entry)
+        scale, zp = asymmetric_qparams(min(lo, 0.0), max(hi, 0.0))
         return _f32(scale), int(zp)
     if is_unsigned(entry):
         return _f32(scale_from_threshold(entry.threshold, symmetric=False)), UNSIGNED_ZERO_POINT
@@ -89,3 +94,15 @@ def activation_qparams(entry: ActivationSpec, asymmetric: bool = False) -> tuple
         zp = UNSIGNED_ZERO_POINT + int(math.floor(-entry.min / scale + 0.5))
         return scale, max(-128, min(127, zp))
     return _f32(scale_from_threshold(entry.threshold)), 0
+
+
+def clipped_range(entry: CalibrationEntry) -> tuple[float, float]:
+    """The observed range clipped where the signed symmetric grid of the threshold clips it:
+    ``[max(min, -128/127 · T), min(max, T)]`` (codes -128 and 127 of ``s = T / 127``; so an entry written
+    from int8 qparams, e.g. a TFLite tensor with ``zp = 0``: ``[-128 s, 127 s]``, ``T = 127 s``, keeps its grid)."""
+    t = abs(float(entry.threshold))
+    neg = -t * 128.0 / 127.0
+    lo = float(entry.min) if float(entry.min) >= neg * (1.0 + 1e-9) else neg   # (1 + 1e-9): rounding of 128/127
+    hi = min(float(entry.max), t)
+    return (lo, hi) if lo <= hi else (hi, hi)
+
