@@ -21,3 +21,20 @@ class PoolNet(torch.nn.Module):
 def test_pool_reduce_family():
     torch.manual_seed(0)
     check_module(PoolNet(), [torch.randn(2, 3, 9, 10)])
+
+
+def test_max_pool_value_takes_the_name_of_the_top_value():
+    # TOP has max_pool2d_with_indices (``pool#tuple``) and its element 0 (``pool``); the TPU value is element 0,
+    # so per-layer comparisons by stable name find it
+    import torch_tpu
+    from torch_tpu.graph.names import stable_name
+    from torch_tpu.lowering import lower
+
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.MaxPool2d(2)).eval()
+    x = torch.randn(1, 3, 8, 8)
+    top = torch_tpu.transform(model, (x,))
+    tpu = lower(top.gm, "bm1684x", "f32")
+    names = {stable_name(n) for n in tpu.graph.nodes if n.op == "call_function"}
+    assert "1" in names and not any(n.endswith("#tuple") for n in names), names
+    got = top.named_values(x)["1"]
+    assert torch.equal(got, model(x))

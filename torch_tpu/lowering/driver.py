@@ -25,7 +25,7 @@ from typing import Any, Callable
 import torch.fx as fx
 
 from torch_tpu.errors import TargetError, VerificationError
-from torch_tpu.graph.names import stable_name
+from torch_tpu.graph.names import set_stable_name, stable_name
 from torch_tpu.lowering.builder import GraphBuilder, fetch_attr
 from torch_tpu.lowering.const_fold import copy_graph_module, fold_constants
 from torch_tpu.lowering.context import make_ctx
@@ -109,7 +109,11 @@ def walk_top(gm: fx.GraphModule, b: GraphBuilder, lower_call: Callable[[fx.Node]
             if not isinstance(parent, tuple) or parent[node.args[1]] is None:
                 raise VerificationError(f"lowering: getitem '{stable_name(node)}' of "
                                         f"'{stable_name(node.args[0])}' has no lowered value")
-            b.env[node] = parent[node.args[1]]
+            b.env[node] = value = parent[node.args[1]]
+            if isinstance(value, fx.Node) and stable_name(value).endswith("#tuple"):
+                # an op lowered to one TPU value for element i of a TOP tuple (max_pool2d_with_indices ->
+                # its values): that value is element i, so it takes element i's name and meets the TOP value
+                set_stable_name(value, stable_name(node))
             if on_getitem is not None:
                 on_getitem(node)
         elif node.op == "call_function":
