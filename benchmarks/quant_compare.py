@@ -317,8 +317,9 @@ def _reset_peak() -> bool:
 
 def calib_only(model_name: str, n: int, hw: int, tune: int, eager_n: int) -> None:
     """In this (fresh) process: calibrate ``model_name`` (BN-recalibrated random weights) at ``hw`` on ``n``
-    photo crops made lazily (kl, ``tune``), then time ``eager_n`` eager forward passes; print JSON. Wall
-    time and process CPU time are both recorded: on a shared machine the CPU-time ratio is the steadier one.
+    photo crops made lazily (kl, ``tune``), and time ``eager_n`` eager forward passes before and after it
+    (``eager_s`` is their mean); print JSON. Wall time and process CPU time are both recorded: on a shared
+    machine the CPU-time ratio is the steadier one.
 
     Memory: ``peak_rss_mb`` is the process's peak RSS (``ru_maxrss``, which includes model set-up and
     capture); ``calib_peak_rss_mb`` is the peak during calibration alone (peak reset just before it), and
@@ -331,21 +332,28 @@ def calib_only(model_name: str, n: int, hw: int, tune: int, eager_n: int) -> Non
     model = recalibrate_bn(getattr(torchvision.models, model_name)(weights=None), hw=hw)
     top = torch_tpu.transform(model, (photo_crops(1, hw, seed=3)[0],))
     data = (c for c in _crop_stream(n, hw))          # generated lazily: memory is the calibration's own
-    reset = _reset_peak()
+
+    def eager_run() -> tuple[float, float]:
+        crops = list(_crop_stream(eager_n, hw))
+        with torch.no_grad():
+            model(crops[0])                               # warm-up, not timed
+            t1, c1 = time.perf_counter(), time.process_time()
+            for c in crops:
+                model(c)
+            return time.perf_counter() - t1, time.process_time() - c1
+
+    before = eager_run()                                  # eager timed before and after: on a shared
+    reset = _reset_peak()                                 # machine the load drifts during a long run
     rss0 = _status_kb("VmRSS")
     t0, c0 = time.perf_counter(), time.process_time()
     torch_tpu.calibrate(top, data, method="kl", num_samples=n, tune_num=tune, progress=False)
     seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
     calib_peak = _status_kb("VmHWM") if reset else None
-    crops = list(_crop_stream(eager_n, hw))
-    with torch.no_grad():
-        model(crops[0])                                   # warm-up, not timed
-        t1, c1 = time.perf_counter(), time.process_time()
-        for c in crops:
-            model(c)
-        eager, eager_cpu = time.perf_counter() - t1, time.process_time() - c1
+    after = eager_run()
+    eager, eager_cpu = (before[0] + after[0]) / 2, (before[1] + after[1]) / 2
     print(json.dumps({"model": model_name, "samples": n, "hw": hw, "tune": tune, "calib_s": round(seconds, 2),
                       "eager_forwards": eager_n, "eager_s": round(eager, 2),
+                      "eager_s_before_after": [round(before[0], 2), round(after[0], 2)],
                       "calib_over_eager": round(seconds / eager, 2), "calib_cpu_s": round(cpu, 2),
                       "eager_cpu_s": round(eager_cpu, 2), "calib_over_eager_cpu": round(cpu / eager_cpu, 2),
                       "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),

@@ -14,11 +14,15 @@ from torch_tpu.graph.meta import run_named
 from torch_tpu.graph.names import stable_name
 from torch_tpu.quant import (CalibrationError, CalibrationTable, QTable, calibrate, observe, run_fake_quant,
                              scale_groups)
+from torch_tpu.quant.observers import HistogramObserver
 from torch_tpu.quant.propagate import is_activation
-from torch_tpu.quant.calibrate import method_thresholds
+from torch_tpu.quant.calibrate import method_thresholds, statistics_tensors
 from torch_tpu.quant.search import SEARCH_METHODS, search_thresholds
 from torch_tpu.quant.thresholds import compute_threshold
-from torch_tpu.quant.tune import tune_thresholds
+from torch_tpu.quant.simulate import (cosine, eval_node, fake_quant_activation, first_float, fused_producers,
+                                      run_env)
+from torch_tpu.quant.tables import CalibrationEntry
+from torch_tpu.quant.tune import candidates, group_consumers, tune_thresholds
 
 N_CAL = 12
 
@@ -100,7 +104,16 @@ def test_propagated_tensors_share_thresholds(top, data, table_kl):
     shared = {th[k] for k in ("c2", "c3", "relu_1", "cat", "max_pool2d_with_indices_1")}
     assert len(shared) == 1
     obs, _, _ = observe(top, data, N_CAL, progress=False)
-    assert shared.pop() == max(compute_threshold(obs["c2"], "kl"), compute_threshold(obs["c3"], "kl"))
+    # c3 feeds only a relu (fused by the INT8 lowering): its statistics are the relu output's
+    assert statistics_tensors(top.gm, scale_groups(top.gm))["c3"] == "relu_1"
+    assert not obs["c3"].histogram and obs["relu_1"].histogram
+    # bn (not fused: a separate op here) feeds only a relu: the relu's histogram on bn's own (signed) grid
+    assert statistics_tensors(top.gm, scale_groups(top.gm))["bn"] == "relu"
+    assert not obs["bn"].histogram and obs["relu"].histogram
+    proxy = HistogramObserver.from_state_dict(obs["relu"].state_dict())
+    proxy.min = max(obs["bn"].min, -obs["relu"].max)
+    assert th["bn"] == compute_threshold(proxy, "kl") != compute_threshold(obs["relu"], "kl")
+    assert shared.pop() == max(compute_threshold(obs["c2"], "kl"), compute_threshold(obs["relu_1"], "kl"))
     assert th["c1"] == compute_threshold(obs["c1"], "kl")
     groups = {tuple(g.members) for g in scale_groups(top.gm)}
     assert ("bn", "relu", "max_pool2d_with_indices") in groups
@@ -110,39 +123,87 @@ def test_tune_never_lowers_layer_similarity(top, data, table_kl, table_tuned):
     start = {k: e.threshold for k, e in table_kl.items()}
     obs, _, _ = observe(top, data, N_CAL, progress=False)
     abs_max = {k: obs[k].abs_max for k in start}
-    tuned, results = tune_thresholds(top.gm, data[:3], scale_groups(top.gm), start, abs_max)
+    ranges = {k: (obs[k].min, obs[k].max) for k in start}
+    tuned, results = tune_thresholds(top.gm, data[:3], scale_groups(top.gm), start, abs_max, ranges=ranges)
     assert tuned == {k: e.threshold for k, e in table_tuned.items()}
     assert table_tuned.tune_number == 3
     for r in results:
         assert r.similarity >= r.start_similarity, r
         assert r.start_threshold <= r.threshold <= max(abs_max[m] for m in r.members)
-    assert any(r.threshold != r.start_threshold for r in results)
+    # from thresholds that clip hard (a third of the kl ones) tuning moves every group up, and gains
+    low = {k: t / 3 for k, t in start.items()}
+    _, results = tune_thresholds(top.gm, data[:3], scale_groups(top.gm), low, abs_max, ranges=ranges)
+    moved = [r for r in results if r.threshold > r.start_threshold]
+    assert len(moved) >= len(results) - 1 and all(r.similarity > r.start_similarity for r in moved)
+
+
+@pytest.mark.parametrize("lowering_grid", [True, False])
+def test_tune_scores_match_a_naive_per_candidate_reference(top, data, table_kl, lowering_grid):
+    """Each group's chosen threshold and similarities equal those of a plain loop: per candidate, every member
+    fake-quantized on its grid (the table entry's with ranges, else T/127), each consumer re-run, cosine()."""
+    start = {k: e.threshold for k, e in table_kl.items()}
+    abs_max = {k: max(abs(e.min), abs(e.max)) for k, e in table_kl.items()}
+    ranges = {k: (e.min, e.max) for k, e in table_kl.items()} if lowering_grid else None
+    groups = scale_groups(top.gm)
+    samples = data[:2]
+    tuned, results = tune_thresholds(top.gm, samples, groups, start, abs_max, ranges=ranges, steps=4)
+    by_name = {stable_name(n): n for n in top.gm.graph.nodes}
+    envs = [run_env(top.gm, s) for s in samples]
+    for g, r in zip(groups, results):
+        nodes = [by_name[m] for m in g.members]
+        consumers = group_consumers(nodes)
+        scores = []
+        for t in candidates(start[g.members[0]], max(abs_max[m] for m in g.members), 4):
+            sims = []
+            for env in envs:
+                spec = {m: (CalibrationEntry(t, *ranges[stable_name(m)]) if ranges else t) for m in nodes}
+                subst = {m: fake_quant_activation(env[m], spec[m]) for m in nodes}
+                per = [cosine(first_float(env[c]), first_float(eval_node(c, env, subst))) for c in consumers
+                       if first_float(env[c]) is not None]
+                sims.append(np.mean(per) if per else np.mean([cosine(env[m], subst[m]) for m in nodes]))
+            scores.append(np.mean(sims))
+        best = int(np.argmax(np.round(scores, 9)))
+        assert r.similarity == pytest.approx(max(scores), abs=1e-7), g.members
+        assert r.start_similarity == pytest.approx(scores[0], abs=1e-7), g.members
+        assert scores[[*candidates(start[g.members[0]], max(abs_max[m] for m in g.members), 4)].index(
+            r.threshold)] == pytest.approx(scores[best], abs=1e-7), g.members
 
 
 def test_search_picks_one_method_per_group(top, data):
     table = calibrate(top, data, method="search", num_samples=N_CAL, tune_num=0, progress=False)
     obs, _, _ = observe(top, data, N_CAL, progress=False)
     assert table.method == "search" and len(table) == len(list(table_kl_names(top)))
+    stats = statistics_tensors(top.gm, scale_groups(top.gm))
     for g in scale_groups(top.gm):
-        options = {max(compute_threshold(obs[s], m) for s in g.sources) for m in SEARCH_METHODS}
+        options = {max(compute_threshold(obs[stats[s]], m) for s in g.sources) for m in SEARCH_METHODS}
         assert table[g.members[0]].threshold in options
         assert len({table[m].threshold for m in g.members}) == 1
 
 
-def test_search_matches_a_naive_greedy_reference(top, data):
-    """The suffix-only re-runs give the same choices as full fake-quantized runs (independent reference)."""
+@pytest.mark.parametrize("lowering_grid", [False, True])
+def test_search_matches_a_naive_greedy_reference(top, data, lowering_grid):
+    """The suffix-only re-runs give the same choices as full fake-quantized runs (independent reference);
+    with ranges, tensors sit on their table entry's grid and fused conv outputs are not quantized."""
     obs, _, _ = observe(top, data, N_CAL, progress=False)
     groups = scale_groups(top.gm)
     per_method = {m: method_thresholds(top.gm, obs, groups, m) for m in SEARCH_METHODS}
+    ranges = {k: (obs[k].min, obs[k].max) for k in obs} if lowering_grid else None
+    fused = {stable_name(n) for n in fused_producers(top.gm)} if lowering_grid else set()
+    assert fused == ({"c3"} if lowering_grid else set())
     samples = data[:2]
-    got, picked = search_thresholds(top.gm, samples, groups, per_method)
+    got, picked = search_thresholds(top.gm, samples, groups, per_method, ranges=ranges)
+
+    def spec(k: str, t: float):
+        return CalibrationEntry(t, *ranges[k]) if ranges else t
+
     chosen: dict[str, float] = {}
     for g in groups:                          # groups already come in graph order
         scores = {}
         for m in SEARCH_METHODS:
             trial = {**chosen, **{k: per_method[m][k] for k in g.members}}
+            specs = {k: spec(k, t) for k, t in trial.items() if k not in fused}
             scores[m] = np.mean([float(nn.functional.cosine_similarity(
-                top.gm(*s)[0].flatten().double(), run_fake_quant(top.gm, s, trial)[0].flatten().double(), dim=0))
+                top.gm(*s)[0].flatten().double(), run_fake_quant(top.gm, s, specs)[0].flatten().double(), dim=0))
                 for s in samples])
         best = max(SEARCH_METHODS, key=lambda m: (scores[m], -SEARCH_METHODS.index(m)))
         assert scores[picked[g.members[0]]] == pytest.approx(scores[best], abs=1e-9), g.members

@@ -114,3 +114,27 @@ def test_errors_and_edge_cases():
     bad["count"] += 1
     with pytest.raises(CalibrationError, match="conv1"):
         HistogramObserver.from_state_dict(bad)
+
+
+def test_minmax_only_observer_round_trips_merges_and_refuses_histogram_methods():
+    from torch_tpu.quant.thresholds import compute_threshold
+
+    bs = batches(4)
+    whole, p1, p2 = ObserverSet(), ObserverSet(), ObserverSet()
+    for i, x in enumerate(bs):
+        whole.update("relu", torch.relu(x), histogram=False)
+        (p1 if i % 2 else p2).update("relu", torch.relu(x), histogram=False)
+    p1.merge(ObserverSet.from_state_dict(json.loads(json.dumps(p2.state_dict()))))
+    assert p1.observers == whole.observers
+    o = whole["relu"]
+    allv = torch.relu(torch.cat(bs))
+    assert (o.min, o.max, o.count, o.zeros) == (0.0, float(allv.max()), allv.numel(), int((allv == 0).sum()))
+    assert not o.hist.any() and o.range == 0.0
+    assert compute_threshold(o, "max") == float(allv.max())
+    with pytest.raises(CalibrationError, match="needs a histogram"):
+        compute_threshold(o, "kl")
+    with pytest.raises(CalibrationError, match="min/max-only"):
+        HistogramObserver("relu").merge(o)
+    bad = o.state_dict() | {"hist": [1] + [0] * (o.bins - 1)}
+    with pytest.raises(CalibrationError, match="min/max-only"):
+        HistogramObserver.from_state_dict(bad)

@@ -138,3 +138,44 @@ def test_registry_and_errors():
         compute_threshold(HistogramObserver("t"), "kl")
     zeros = observed(torch.zeros(8), chunks=1)
     assert all(0 < compute_threshold(zeros, m) < 1e-6 for m in THRESHOLD_METHODS)
+
+
+def kl_curve_loop(hist: np.ndarray, levels: int = 128, stride: int = 16, start: int = 0):
+    """The KL curve candidate by candidate, written out from the module doc (independent reference)."""
+    hist = np.asarray(hist, dtype=np.float64)
+    last = int(np.flatnonzero(hist)[-1]) + 1
+    cands = list(range(max(levels, start), last, stride)) + [last]
+    out = []
+    for i in cands:
+        p = hist[:i].copy()
+        p[i - 1] += hist[i:].sum()
+        nz = p > 0
+        q = np.zeros(i)
+        for j in range(levels):
+            lo, hi = (j * i) // levels, ((j + 1) * i) // levels
+            n = nz[lo:hi].sum()
+            if n:
+                q[lo:hi] = np.where(nz[lo:hi], hist[lo:hi].sum() / n, 0.0)
+        p, q = p / p.sum(), q / q.sum()
+        out.append(sum(pb * np.log(pb / (qb if qb > 0 else 1e-12)) for pb, qb in zip(p, q) if pb > 0))
+    return np.array(cands), np.array(out)
+
+
+@pytest.mark.parametrize("case", ["gauss", "relu_nonzero", "outliers_into_empty_level", "sparse_spikes"])
+def test_vectorized_kl_curve_equals_the_loop(case):
+    g = torch.Generator().manual_seed(7)
+    if case == "gauss":
+        x = torch.randn(50_000, generator=g)
+    elif case == "relu_nonzero":
+        x = torch.relu(torch.randn(50_000, generator=g)) * 3
+        x = x[x > 0]
+    elif case == "outliers_into_empty_level":       # a gap then far outliers: bin i-1 filled only by them
+        x = torch.cat([torch.rand(30_000, generator=g) * 0.2, torch.full((40,), 0.97)])
+    else:
+        x = torch.cat([torch.full((500,), v) for v in (0.01, 0.3, 0.31, 0.6, 0.99)])
+    hist = observed(x).hist
+    cands, kl = kl_divergence_curve(hist)
+    ref_c, ref = kl_curve_loop(hist)
+    assert np.array_equal(cands, ref_c)
+    np.testing.assert_allclose(kl, ref, rtol=1e-9, atol=1e-12)
+    assert int(np.argmin(kl)) == int(np.argmin(ref))

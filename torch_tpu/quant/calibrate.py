@@ -8,7 +8,8 @@ Steps of :func:`calibrate`:
    :class:`~torch_tpu.quant.observers.HistogramObserver` keyed by stable name. Nothing is recorded, so
    memory does not grow with the number of samples; only the first ``tune_num`` items are kept (for
    tune/search).
-2. **thresholds** — the method (:mod:`torch_tpu.quant.thresholds`) per tensor;
+2. **thresholds** — the method (:mod:`torch_tpu.quant.thresholds`) per group source, on the values that
+   matter (:func:`statistics_tensors`: the relu output's for a conv or add read only by a relu);
 3. **propagation** — scale groups share the largest source threshold
    (:mod:`torch_tpu.quant.propagate`);
 4. ``method="search"`` — per group, the best of kl/max/percentile/mse for the network output
@@ -35,9 +36,10 @@ from tqdm.auto import tqdm
 
 from torch_tpu.graph.meta import run_named
 from torch_tpu.graph.names import stable_name
-from torch_tpu.quant.observers import DEFAULT_BINS, CalibrationError, ObserverSet
+from torch_tpu.quant.observers import DEFAULT_BINS, CalibrationError, HistogramObserver, ObserverSet
 from torch_tpu.quant.propagate import ScaleGroup, is_activation, propagate_thresholds, scale_groups
 from torch_tpu.quant.search import SEARCH_METHODS, search_thresholds
+from torch_tpu.quant.simulate import fused_producers
 from torch_tpu.quant.tables import CalibrationEntry, CalibrationTable
 from torch_tpu.quant.thresholds import THRESHOLD_METHODS, compute_threshold
 from torch_tpu.quant.tune import DEFAULT_TUNE_STEPS, tune_thresholds
@@ -105,17 +107,22 @@ def observe(top: Any, data: Iterable[Any], num_samples: int = 100, *, keep: int 
         keep: how many of the first samples to keep and return (for tune/search).
         observers: an existing set to add to (e.g. to continue, or to merge runs later).
 
+    Only the tensors that decide a threshold (:func:`statistics_tensors`) get a histogram: every other
+    activation takes its group's threshold and needs only its own min/max
+    (:class:`~torch_tpu.quant.observers.HistogramObserver` with ``histogram=False``).
+
     Returns:
         ``(observers, kept samples, number of samples seen)``.
     """
     gm = graph_module(top)
     obs = observers if observers is not None else ObserverSet(bins)
     names = {n: stable_name(n) for n in gm.graph.nodes if is_activation(n)}
+    sources = set(statistics_tensors(gm, scale_groups(gm)).values())
 
     def hook(node: fx.Node, value: Any) -> None:
         name = names.get(node)
         if name is not None and isinstance(value, torch.Tensor):
-            obs.update(name, value)
+            obs.update(name, value, histogram=name in sources)
 
     kept: list[tuple[torch.Tensor, ...]] = []
     count = 0
@@ -139,13 +146,49 @@ def observe(top: Any, data: Iterable[Any], num_samples: int = 100, *, keep: int 
     return obs, kept, count
 
 
+def statistics_tensors(gm: fx.GraphModule, groups: Sequence[ScaleGroup]) -> dict[str, str]:
+    """Per group source: the tensor whose histogram decides its threshold.
+
+    A source's own, except when its only user is a relu of the same group (a conv or add feeding a relu):
+    then the relu output's. The values the relu removes do not matter to the network, and an ``|x|``
+    histogram of the source would count the negative ones with the positive ones. Two cases:
+
+    * the INT8 lowering fuses the source (a conv / linear, :func:`~torch_tpu.quant.simulate.fused_producers`):
+      its output never exists in int8; the relu output is what gets quantized, on its unsigned grid —
+      as TPU-MLIR calibrates its fused conv+relu op;
+    * otherwise (an add): the source is quantized on its own grid (signed), of which the relu keeps the
+      positive half; :func:`method_thresholds` reads the relu's histogram with the source's own range, so
+      the method models the source's grid (:func:`torch_tpu.quant.qscheme.positive_levels`).
+    """
+    by_name = {stable_name(n): n for n in gm.graph.nodes}
+    out = {}
+    for g in groups:
+        members = set(g.members)
+        for s in g.sources:
+            node = by_name[s]
+            user = next(iter(node.users)) if len(node.users) == 1 else None
+            relu = (user is not None and user.op == "call_function" and user.target is torch.ops.aten.relu.default
+                    and stable_name(user) in members)
+            out[s] = stable_name(user) if relu else s
+    return out
+
+
 def method_thresholds(gm: fx.GraphModule, observers: ObserverSet, groups: Sequence[ScaleGroup], method: str,
                       **options: Any) -> dict[str, float]:
-    """Per activation: the method's threshold for its group's sources, then propagated to all members."""
+    """Per activation: the method's threshold for its group's sources (from the statistics of
+    :func:`statistics_tensors`), then propagated to all members."""
+    stats = statistics_tensors(gm, groups)
+    fused = {stable_name(n) for n in fused_producers(gm)}
     raw = {}
     for g in groups:
         for s in g.sources:
-            raw[s] = compute_threshold(observers[s], method, **options)
+            obs = observers[stats[s]]
+            if stats[s] != s and s not in fused:      # the relu's histogram on the source's own grid
+                relu_max = obs.max
+                obs = HistogramObserver.from_state_dict(obs.state_dict())
+                # the source's grid (signed or one-sided: its min); abs_max stays the relu's max
+                obs.min = max(observers[s].min, -relu_max)
+            raw[s] = compute_threshold(obs, method, **options)
     return propagate_thresholds(groups, raw)
 
 
@@ -191,13 +234,15 @@ def calibrate(top: Any, data: Iterable[Any], method: str = "kl", num_samples: in
     if method == "search":
         per_method = {m: method_thresholds(gm, obs, groups, m, **(opts if m == "percentile" else {}))
                       for m in SEARCH_METHODS}
-        thresholds, _ = search_thresholds(gm, samples, groups, per_method, progress=progress)
+        ranges = {name: (obs[name].min, obs[name].max) for name in obs}
+        thresholds, _ = search_thresholds(gm, samples, groups, per_method, ranges=ranges, progress=progress)
     else:
         thresholds = method_thresholds(gm, obs, groups, method, **(opts if method == "percentile" else {}))
     if tune_num > 0:
         abs_max = {name: obs[name].abs_max for name in thresholds}
-        thresholds, _ = tune_thresholds(gm, samples[:tune_num], groups, thresholds, abs_max, steps=tune_steps,
-                                        progress=progress)
+        ranges = {name: (obs[name].min, obs[name].max) for name in thresholds}
+        thresholds, _ = tune_thresholds(gm, samples[:tune_num], groups, thresholds, abs_max, ranges=ranges,
+                                        steps=tune_steps, progress=progress)
     entries = {}
     for n in gm.graph.nodes:
         if is_activation(n):

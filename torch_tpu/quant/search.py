@@ -6,6 +6,14 @@ chosen for them and the groups after ``g`` left in float; the score is the cosin
 network outputs to the float outputs, averaged over the search samples. The best method wins (ties go
 to the earlier method in :data:`SEARCH_METHODS`; identical thresholds are evaluated once).
 
+**What is simulated** is what the INT8 lowering will run, as far as activations go: with ``ranges``
+(each tensor's observed ``(min, max)``, as calibration passes) every tensor is fake-quantized on the
+grid of its table entry ``(T, min, max)`` (:func:`torch_tpu.quant.qscheme.activation_qparams`:
+unsigned for relu outputs, one-sided for silu/hardswish, signed otherwise), and the output of a
+conv / linear that the lowering fuses with its only user, a relu / relu6 / clamp
+(:func:`torch_tpu.quant.simulate.fused_producers`), is not quantized at all — it never exists in int8.
+Without ``ranges``: every tensor on the signed grid ``T / 127``. Weights stay float.
+
 Only the part of the graph from ``g``'s first member on is re-run for each candidate: the values before
 it are kept per sample (memory: one set of activations per search sample). Cost: about
 ``groups × methods × samples / 2`` fake-quantized forward passes — meant for a few samples.
@@ -19,16 +27,17 @@ import torch
 import torch.fx as fx
 from tqdm.auto import tqdm
 
-from torch_tpu.fixed_point import fake_quantize, scale_from_threshold
 from torch_tpu.graph.names import stable_name
 from torch_tpu.quant.propagate import ScaleGroup
-from torch_tpu.quant.simulate import output_similarity, run_env
+from torch_tpu.quant.qscheme import ActivationSpec
+from torch_tpu.quant.simulate import fake_quant_activation, fused_producers, output_similarity, run_env
+from torch_tpu.quant.tables import CalibrationEntry
 
 SEARCH_METHODS = ("kl", "max", "percentile", "mse")
 
 
 def _run_from(gm: fx.GraphModule, nodes: Sequence[fx.Node], start: int, prefix: Mapping[fx.Node, Any],
-              inputs: Mapping[fx.Node, torch.Tensor], quant: Mapping[fx.Node, float]
+              inputs: Mapping[fx.Node, torch.Tensor], quant: Mapping[fx.Node, ActivationSpec]
               ) -> tuple[dict[fx.Node, Any], tuple[Any, ...]]:
     """Run ``nodes[start:]`` reading earlier values from ``prefix``; fake-quantize the nodes in ``quant``."""
     env: dict[fx.Node, Any] = {}
@@ -55,13 +64,14 @@ def _run_from(gm: fx.GraphModule, nodes: Sequence[fx.Node], start: int, prefix: 
                 v = fn(*args, **fx.node.map_arg(n.kwargs, value))
             t = quant.get(n)
             if t is not None and isinstance(v, torch.Tensor) and v.is_floating_point():
-                v = fake_quantize(v, scale_from_threshold(t))
+                v = fake_quant_activation(v, t)
             env[n] = v
     return env, outputs
 
 
 def search_thresholds(gm: fx.GraphModule, samples: Sequence[Sequence[torch.Tensor]], groups: Sequence[ScaleGroup],
-                      per_method: Mapping[str, Mapping[str, float]], *, progress: bool = False
+                      per_method: Mapping[str, Mapping[str, float]], *,
+                      ranges: Mapping[str, tuple[float, float]] | None = None, progress: bool = False
                       ) -> tuple[dict[str, float], dict[str, str]]:
     """Pick a method per group (module doc).
 
@@ -71,6 +81,8 @@ def search_thresholds(gm: fx.GraphModule, samples: Sequence[Sequence[torch.Tenso
         groups: scale groups of ``gm``.
         per_method: ``{method: {member: propagated threshold}}``; methods of :data:`SEARCH_METHODS` are
             tried in that order, any others after them.
+        ranges: observed ``(min, max)`` per tensor: simulate the INT8 lowering's grids and fusions
+            (module doc); ``None``: every tensor on the signed grid.
 
     Returns:
         ``(threshold per member, {first member of each group: chosen method})``.
@@ -84,7 +96,12 @@ def search_thresholds(gm: fx.GraphModule, samples: Sequence[Sequence[torch.Tenso
     current = [run_env(gm, s) for s in samples]             # chosen groups quantized, later ones float
     out_node = nodes[-1] if nodes[-1].op == "output" else next(n for n in nodes if n.op == "output")
     refs = [_run_from(gm, nodes, index[out_node], env, inp, {})[1] for env, inp in zip(current, inputs)]
-    quant: dict[fx.Node, float] = {}
+    skip = fused_producers(gm) if ranges is not None else set()
+
+    def spec(m: fx.Node, t: float) -> ActivationSpec:
+        return t if ranges is None else CalibrationEntry(t, *ranges[stable_name(m)])
+
+    quant: dict[fx.Node, ActivationSpec] = {}
     chosen: dict[str, float] = {}
     picked: dict[str, str] = {}
     ordered = sorted(groups, key=lambda g: min(index[by_name[m]] for m in g.members))
@@ -97,7 +114,7 @@ def search_thresholds(gm: fx.GraphModule, samples: Sequence[Sequence[torch.Tenso
         for method in methods:
             t = per_method[method][key]
             if t not in tried:
-                trial = {**quant, **{m: t for m in members}}
+                trial = {**quant, **{m: spec(m, t) for m in members if m not in skip}}
                 runs = [_run_from(gm, nodes, start, env, inp, trial) for env, inp in zip(current, inputs)]
                 score = sum(output_similarity(r, out) for r, (_, out) in zip(refs, runs)) / max(len(runs), 1)
                 tried[t] = (score, [env for env, _ in runs])
@@ -107,7 +124,8 @@ def search_thresholds(gm: fx.GraphModule, samples: Sequence[Sequence[torch.Tenso
         for env, suffix in zip(current, tried[t][1]):
             env.update(suffix)
         for m in members:
-            quant[m] = t
+            if m not in skip:
+                quant[m] = spec(m, t)
             chosen[stable_name(m)] = t
         picked[key] = best_method
     return chosen, picked

@@ -79,6 +79,27 @@ def weight_axis(reader: fx.Node, index: int) -> int | None:
     return axis
 
 
+#: activations the INT8 lowering fuses into a preceding conv / linear as saturation bounds, and those producers
+#: (:mod:`torch_tpu.lowering.int8_driver`, ``FUSIBLE_ACTS`` / ``FUSING_PRODUCERS``; quant cannot import lowering).
+FUSIBLE_ACTS = frozenset({aten.relu.default, aten.hardtanh.default, aten.clamp.default, aten.clamp_min.default})
+FUSING_PRODUCERS = frozenset({aten.convolution.default, aten.addmm.default, aten.mm.default})
+
+
+def fused_producers(gm: fx.GraphModule) -> set[fx.Node]:
+    """Conv / linear nodes whose only user is a relu / relu6 / clamp with constant bounds: the INT8 lowering
+    requantizes their accumulators straight to the activation's grid, so their own output is never an int8
+    tensor and a faithful simulation does not quantize it (only the activation's output)."""
+    out = set()
+    for n in gm.graph.nodes:
+        if n.op != "call_function" or n.target not in FUSING_PRODUCERS or len(n.users) != 1:
+            continue
+        (act,) = n.users
+        if act.op == "call_function" and act.target in FUSIBLE_ACTS and \
+                not any(isinstance(a, fx.Node) for a in act.args[1:]):
+            out.add(n)
+    return out
+
+
 def fake_quant_weight(w: torch.Tensor, axis: int | None = 0) -> torch.Tensor:
     """Symmetric int8 fake quantization of a weight, per channel along ``axis`` (per tensor if ``None``).
 

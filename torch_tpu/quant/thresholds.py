@@ -60,6 +60,7 @@ KL_LEVELS = 128
 KL_STRIDE = 16
 KL_MIN_COVERAGE = 0.99
 KL_MIN_VALUES_PER_BIN = 16
+KL_EPSILON = 1e-12
 DEFAULT_PERCENTILE = 99.99
 
 ThresholdFn = Callable[..., float]
@@ -128,37 +129,53 @@ def kl_divergence_curve(hist: np.ndarray, levels: int = KL_LEVELS, stride: int =
     """``(candidate bin counts i, KL(P_i‖Q_i))`` for the ``kl`` method (definitions in the module doc).
 
     ``start``: no candidate below this many bins (the coverage floor, module doc).
+
+    All candidates at once, from prefix sums: with ``p`` normalised by ``P``'s total ``S`` and ``q`` by
+    ``Q``'s total (which equals ``S`` minus the outliers, Q being built from the un-augmented bins),
+    ``KL = Σ_b (p_b/S) log(p_b/S) − Σ_b (p_b/S) log(q_b/S_q)`` over bins with ``p_b > 0``. ``Q`` is
+    constant on the non-empty bins of a level, so the second sum is, per level, ``P``'s mass in it times
+    ``log`` of that constant; both come from prefix sums over the levels' bin edges. Only bin ``i-1``
+    (which takes the outliers) differs from the histogram, and is corrected separately.
     """
     hist = np.asarray(hist, dtype=np.float64)
     last = _last_nonzero(hist)
     if last <= max(levels, start):
         return np.array([last]), np.array([0.0])
     first = max(levels, start)
-    cands = list(range(first, last, stride)) + [last]
-    out = np.empty(len(cands))
-    total_beyond = np.concatenate([np.cumsum(hist[::-1])[::-1], [0.0]])   # total_beyond[i] = sum(hist[i:])
-    for j, i in enumerate(cands):
-        p = hist[:i].copy()
-        p[i - 1] += total_beyond[i]
-        ref = hist[:i]
-        nz = (p > 0).astype(np.float64)      # MXNet/TensorRT: Q is spread over P's non-empty bins
-        edges = (np.arange(levels) * i) // levels
-        level_sum = np.add.reduceat(ref, edges)
-        level_nz = np.add.reduceat(nz, edges)
-        level_of_bin = np.repeat(np.arange(levels), np.diff(np.append(edges, i)))
-        per_bin = np.divide(level_sum, level_nz, out=np.zeros(levels), where=level_nz > 0)
-        q = nz * per_bin[level_of_bin]
-        p_sum, q_sum = p.sum(), q.sum()
-        if q_sum == 0:
-            out[j] = np.inf
-            continue
-        p /= p_sum
-        q /= q_sum
-        mask = p > 0
-        # p > 0 with q == 0 only when a level is empty except for the outliers: an epsilon q (TensorRT smooths)
-        qm = np.where(q[mask] > 0, q[mask], 1e-12)
-        out[j] = float(np.sum(p[mask] * np.log(p[mask] / qm)))
-    return np.asarray(cands), out
+    cands = np.array(list(range(first, last, stride)) + [last])
+    h = hist[:last]
+    zero = np.zeros(1)
+    cum = np.concatenate([zero, np.cumsum(h)])                       # cum[b] = sum(h[:b])
+    cnz = np.concatenate([zero, np.cumsum(h > 0)])
+    hlogh = np.concatenate([zero, np.cumsum(np.where(h > 0, h * np.log(np.where(h > 0, h, 1.0)), 0.0))])
+    total = float(cum[-1])
+    i = cands[:, None]
+    edges = (np.arange(levels + 1)[None, :] * i) // levels           # [n, levels + 1], level j: [e_j, e_j+1)
+    beyond = total - cum[cands]                                      # outliers, added to bin i-1
+    last_h = h[cands - 1]
+    last_p = last_h + beyond
+    lvl_sum = cum[edges[:, 1:]] - cum[edges[:, :-1]]                 # Q's mass per level (no outliers)
+    lvl_nz = cnz[edges[:, 1:]] - cnz[edges[:, :-1]]
+    # P's non-empty bins: the histogram's, plus bin i-1 if only the outliers fill it (in the last level)
+    lvl_nz[:, -1] += (last_h == 0) & (last_p > 0)
+    per_bin = np.divide(lvl_sum, lvl_nz, out=np.zeros_like(lvl_sum), where=lvl_nz > 0)
+    p_lvl = lvl_sum.copy()                                           # P's mass per level
+    p_lvl[:, -1] += beyond
+    s_p = total
+    s_q = (per_bin * lvl_nz).sum(axis=1)
+    # Σ p log p over P's bins: the histogram's up to i-1, then bin i-1 with its outliers
+    plogp = hlogh[cands - 1] + np.where(last_p > 0, last_p * np.log(np.where(last_p > 0, last_p, 1.0)), 0.0)
+    with np.errstate(divide="ignore"):
+        logq = np.where(per_bin > 0, np.log(np.where(per_bin > 0, per_bin, 1.0)), 0.0)
+    plogq = (p_lvl * logq).sum(axis=1)
+    # p > 0 with q == 0: only bin i-1 when its level is otherwise empty; its term uses an epsilon for the
+    # normalised q (TensorRT smooths), and the other bins' p then sum to 1 - its p
+    orphan = ((per_bin[:, -1] == 0) & (last_p > 0)).astype(np.float64)
+    log_sq = np.log(np.where(s_q > 0, s_q, 1.0))
+    kl = ((plogp - plogq) / s_p - np.log(s_p) + log_sq * (1.0 - orphan * last_p / s_p)
+          - orphan * (last_p / s_p) * np.log(KL_EPSILON))
+    kl = np.where(s_q > 0, kl, np.inf)
+    return cands, kl
 
 
 def coverage_bins(hist: np.ndarray, coverage: float) -> int:
@@ -223,4 +240,7 @@ def compute_threshold(obs: HistogramObserver, method: str, **options: Any) -> fl
     except KeyError:
         raise CalibrationError(f"unknown threshold method '{method}' (known: {', '.join(sorted(THRESHOLD_METHODS))})") \
             from None
+    if not obs.histogram and method != "max":
+        raise CalibrationError(f"tensor '{obs.name}': method '{method}' needs a histogram, but its observer "
+                               f"kept only min/max (a member whose threshold is propagated)")
     return float(fn(obs, **options))
