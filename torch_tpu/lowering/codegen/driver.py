@@ -113,7 +113,8 @@ def codegen(tpu_gm: fx.GraphModule, target: str = "bm1684x", *, name: str = "mod
             HANDLERS[op_name(n)](OpCtx(n, tpu_gm, tgt, em, plan, weights))
             v = n.meta.get("val")
             if n in plan.addr and isinstance(v, torch.Tensor):
-                # the value is complete in DDR once the op's last instruction ran (an alias: its producer's)
+                # the value is complete in DDR once the op's last instruction ran (a view: its producer's;
+                # a concat whose inputs were written in place: the last of them, all emitted before it)
                 probes.append(Probe(stable_name(n), tuple(v.shape), cm_dtype(v.dtype), plan.addr[n],
                                     em.instructions[-1].id if em.instructions else -1))
     w_size = align_up(max(weights.nbytes, DDR_ALIGN), DDR_ALIGN)
@@ -161,7 +162,12 @@ def _scratch_bytes(gm: fx.GraphModule, nodes: list[fx.Node]) -> dict[fx.Node, in
 
 
 def _io(io_name: str, n: fx.Node, plan: DdrPlan) -> IOTensor:
+    """The Program header's entry of a graph input / output: a buffer of its own (never an alias: the
+    runtime writes inputs and reads outputs at these addresses, outside any liveness)."""
     v = n.meta["val"]
     if n not in plan.addr:
         raise ProgramError(f"codegen: IO value {io_name} ({n.op}) has no DDR address")
+    if n in plan.aliases:
+        raise ProgramError(f"codegen: IO value {io_name} ({stable_name(n)}) shares the bytes of "
+                           f"{stable_name(plan.aliases[n])}; graph inputs and outputs need buffers of their own")
     return IOTensor(io_name, tuple(v.shape), cm_dtype(v.dtype), plan.addr[n])

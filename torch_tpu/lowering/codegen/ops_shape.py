@@ -2,12 +2,14 @@
 and loops over what is left beyond 4):
 
 =================  =======================================================================================
-reshape            an alias of its input (no instruction, ``ddr_plan``); a graph output gets a dense copy
+reshape            a view of its input (no instruction, ``ddr_plan``); a graph output gets a dense copy
 copy               a dense copy
 permute            ``dst = src`` viewed with permuted strides: ``src_view.strides[i] = x.strides[dims[i]]``
 expand             broadcast copy: a dim of 1 read with stride 0
-concat             one copy per input into its block of the output (offset = sum of the earlier sizes on dim)
-slice              ``src_view = x`` from ``start`` with stride ``step * x.strides[dim]`` and the output's size
+concat             one copy per input into its block of the output (offset = sum of the earlier sizes on dim),
+                   except the inputs whose producers wrote their block in place (``DdrPlan.in_place``)
+slice              a view of its input when its bytes are one contiguous range of it (``ddr_plan``), else
+                   ``src_view = x`` from ``start`` with stride ``step * x.strides[dim]`` and the output's size
 pad                fill: the pad value (one element in the weight region, stride-0 view) copied over the
                    output when any pad is positive, then the kept part of the input copied into its place
                    (a negative pad crops: the source starts ``-pad`` elements in)
@@ -55,8 +57,8 @@ def _fill(ctx: OpCtx, value: float, shape: tuple[int, ...]) -> None:
 
 
 def gen_reshape(ctx: OpCtx) -> None:
-    """An alias unless it is a graph output (then a dense copy of the same bytes)."""
-    if ctx.node in ctx.plan.aliases:
+    """A view of its input (nothing to emit) unless it is a graph output (then a dense copy of the same bytes)."""
+    if ctx.plan.is_view(ctx.node):
         return
     gen_copy(ctx)
 
@@ -86,12 +88,16 @@ def gen_expand(ctx: OpCtx) -> None:
 
 
 def gen_concat(ctx: OpCtx) -> None:
+    """One copy per input into its block of the output; an input written there in place is skipped."""
     out = _shape(ctx.node)
     d = int(ctx.node.args[1]) % len(out)
     ostr = dense_strides(out)
     pos = 0
     for a in ctx.node.args[0]:
         shape = _arg_shape(ctx, a)
+        if ctx.plan.in_place(a, ctx.node):
+            pos += shape[d]
+            continue
         x = _src(ctx, a)
         copy_nd(ctx.em, ctx.layer, x.dtype, shape, (x.addr, dense_strides(shape)),
                 (_out_addr(ctx) + pos * ostr[d] * x.dtype.size, ostr))
@@ -99,6 +105,9 @@ def gen_concat(ctx: OpCtx) -> None:
 
 
 def gen_slice(ctx: OpCtx) -> None:
+    """A view of its input (nothing to emit, ``ddr_plan``) or a strided copy."""
+    if ctx.plan.is_view(ctx.node):
+        return
     a = list(ctx.node.args) + [None] * 5
     xshape = _arg_shape(ctx, a[0])
     x = _src(ctx, a[0])
