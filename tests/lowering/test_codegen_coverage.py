@@ -213,3 +213,22 @@ def test_one_layer_bert():
 
     progs = check(Bert(), [torch.randint(0, 100, (1, 8))], kernels=("c",))
     assert "gather" in opcodes(progs["f32"])
+
+
+class CeilPools(torch.nn.Module):
+    def forward(self, x):
+        return (F.max_pool2d(x, 3, 2, ceil_mode=True),                   # googlenet's pool: overhangs the input
+                F.max_pool2d(x, 3, 2, 1, ceil_mode=True),
+                F.avg_pool2d(x, 3, 2, ceil_mode=True),                   # no pads: the overhang is not counted
+                F.avg_pool2d(x, 2, 2, 1, ceil_mode=True, count_include_pad=False),
+                F.avg_pool2d(x, (3, 2), (2, 3), ceil_mode=True, count_include_pad=False))
+
+
+def test_ceil_mode_pools_overhang_as_padding():
+    torch.manual_seed(0)
+    x = torch.randn(1, 4, 8, 9)
+    progs = check(CeilPools(), [x])
+    # the graph really has overhanging windows: each output is larger than with floor
+    for out, floor in zip(CeilPools()(x), (F.max_pool2d(x, 3, 2), F.max_pool2d(x, 3, 2, 1), F.avg_pool2d(x, 3, 2))):
+        assert out.shape[-1] > floor.shape[-1] or out.shape[-2] > floor.shape[-2]
+    assert "pool2d" in opcodes(progs["f32"])

@@ -58,6 +58,16 @@ def test_pools(dtype):
         for inc in (True, False):
             out = assert_fake_matches(tpu.avg_pool2d, x, [3, 3], [2, 2], pad, ceil, inc, 0)
             assert_rounded_once(out, pool_ref64(x, [3, 3], [2, 2], pad, [1, 1], ceil, "avg", inc), dtype)
+    # ceil_mode: a last window that would start in the bottom/right padding is dropped (not pooled over pads)
+    x2 = torch.randn(1, 2, 8, 9, generator=g).to(dtype)
+    for pad in ([1, 1, 1, 1], [0, 1, 0, 1], [1, 0, 1, 0]):
+        out = assert_fake_matches(tpu.max_pool2d, x2, [2, 2], [2, 2], pad, [1, 1], True)
+        assert torch.equal(out.double(), pool_ref64(x2, [2, 2], [2, 2], pad, [1, 1], True, "max"))
+        out = assert_fake_matches(tpu.avg_pool2d, x2, [2, 2], [2, 2], pad, True, False, 0)
+        assert_rounded_once(out, pool_ref64(x2, [2, 2], [2, 2], pad, [1, 1], True, "avg", False), dtype)
+        q = (x2.float() * 40).round().clamp(-128, 127).to(torch.int8)
+        out = tpu.max_pool2d_int8(q, [2, 2], [2, 2], pad, [1, 1], True)
+        assert torch.equal(out, pool_ref64(q.float(), [2, 2], [2, 2], pad, [1, 1], True, "max").to(torch.int8))
     out = tpu.avg_pool2d(x, [2, 2], [1, 1], [0, 0, 0, 0], False, True, 3)
     assert_rounded_once(out, pool_ref64(x, [2, 2], [1, 1], [0] * 4, [1, 1], False, "avg", divisor=3), dtype)
     out = tpu.max_pool2d(x, [2, 2], [1, 1], [0, 0, 0, 0], [2, 2], False)

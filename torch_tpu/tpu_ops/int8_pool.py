@@ -20,6 +20,7 @@ import torch.nn.functional as F
 
 from torch_tpu.fixed_point import requantize
 from torch_tpu.tpu_ops._common import OpDef, fake_by_reference
+from torch_tpu.tpu_ops.pool import crop_pooled
 
 
 def max_pool2d_int8(x: torch.Tensor, kernel_size: list[int], stride: list[int], padding: list[int],
@@ -27,7 +28,8 @@ def max_pool2d_int8(x: torch.Tensor, kernel_size: list[int], stride: list[int], 
     """Max pooling of int8 values (exact; ``padding`` is ``[top, bottom, left, right]``)."""
     pt, pb, pl, pr = padding
     xf = F.pad(x.to(torch.float32), [pl, pr, pt, pb], value=float("-inf"))
-    return F.max_pool2d(xf, kernel_size, stride, 0, dilation, ceil_mode).to(torch.int8)
+    y = F.max_pool2d(xf, kernel_size, stride, 0, dilation, ceil_mode)
+    return crop_pooled(y, x, kernel_size, stride, padding, dilation, ceil_mode).to(torch.int8)
 
 
 def avg_pool2d_int8(x: torch.Tensor, kernel_size: list[int], stride: list[int], padding: list[int],

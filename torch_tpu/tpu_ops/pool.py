@@ -24,6 +24,25 @@ import torch.nn.functional as F
 from torch_tpu.tpu_ops._common import OpDef, fake_by_reference, finish, up
 
 
+def _out_len(n: int, k: int, s: int, lo: int, hi: int, d: int, ceil: bool) -> int:
+    """Output length along one axis (module doc): with ceil_mode a last window starting in the padding is dropped."""
+    span = n + lo + hi - d * (k - 1) - 1
+    out = (-(-span // s) if ceil else span // s) + 1
+    if ceil and (out - 1) * s >= n + lo:
+        out -= 1
+    return out
+
+
+def crop_pooled(y: torch.Tensor, x: torch.Tensor, kernel_size: list[int], stride: list[int],
+                padding: list[int], dilation: list[int], ceil_mode: bool) -> torch.Tensor:
+    """``y`` (pooled over an explicitly padded ``x``, where torch cannot see which cells are padding) cut to
+    the output size of the module doc."""
+    pt, pb, pl, pr = padding
+    ho = _out_len(x.shape[-2], kernel_size[0], stride[0], pt, pb, dilation[0], ceil_mode)
+    wo = _out_len(x.shape[-1], kernel_size[1], stride[1], pl, pr, dilation[1], ceil_mode)
+    return y[..., :ho, :wo]
+
+
 def max_pool2d(x: torch.Tensor, kernel_size: list[int], stride: list[int], padding: list[int],
                dilation: list[int], ceil_mode: bool = False) -> torch.Tensor:
     """Max pooling with 4-sided ``padding`` ``[top, bottom, left, right]`` (formula in the module doc)."""
@@ -32,8 +51,9 @@ def max_pool2d(x: torch.Tensor, kernel_size: list[int], stride: list[int], paddi
     if pt == pb and pl == pr:
         y = F.max_pool2d(xf, kernel_size, stride, [pt, pl], dilation, ceil_mode)
     else:
-        xf = F.pad(xf, [pl, pr, pt, pb], value=float("-inf"))
-        y = F.max_pool2d(xf, kernel_size, stride, 0, dilation, ceil_mode)
+        xp = F.pad(xf, [pl, pr, pt, pb], value=float("-inf"))
+        y = crop_pooled(F.max_pool2d(xp, kernel_size, stride, 0, dilation, ceil_mode), xf, kernel_size, stride,
+                        padding, dilation, ceil_mode)
     return finish(y, x.dtype, x)
 
 
@@ -52,7 +72,7 @@ def avg_pool2d(x: torch.Tensor, kernel_size: list[int], stride: list[int], paddi
         cells = F.pad(ones, [pl, pr, pt, pb], value=1.0 if count_include_pad else 0.0)
         d = F.avg_pool2d(cells, kernel_size, stride, 0, ceil_mode, True, divisor_override=1)
         y = s / d
-    return finish(y, x.dtype, x)
+    return finish(crop_pooled(y, xf, kernel_size, stride, padding, [1, 1], ceil_mode), x.dtype, x)
 
 
 def adaptive_avg_pool2d(x: torch.Tensor, output_size: list[int]) -> torch.Tensor:

@@ -4,7 +4,8 @@ one output row does not fit, with halos, as conv: ``ops_conv.sliced_window``), `
 
 Pool tiles carry their own top/bottom/left/right pads only at the tensor's borders, so a window's count of
 real and padded cells (avg, ``count_include_pad``) is the same as in the whole tensor: every window lies
-inside its tile's loaded-plus-padded extent, as it lies inside the padded tensor (no ceil-mode overhang).
+inside its tile's loaded-plus-padded extent, as it lies inside the padded tensor. A ceil-mode overhang becomes
+extra bottom/right padding (``gen_pool2d``).
 """
 
 from __future__ import annotations
@@ -36,10 +37,23 @@ def gen_pool2d(ctx: OpCtx, mode: str) -> None:
         bad = (int(a[6]) if len(a) > 6 else 0) != 0
     x_ddr, out_ddr = ctx.value(x), ctx.out()
     ho, wo = out_ddr.shape[2:]
-    exact = ((x_ddr.shape[2] + pad[0] + pad[1] - k[0]) // s[0] + 1, (x_ddr.shape[3] + pad[2] + pad[3] - k[1]) // s[1] + 1)
-    if bad or (ceil and exact != (ho, wo)):
+    if bad:
         raise UnsupportedOpError(f"tpu.{mode}_pool2d", name=ctx.layer, where=WHERE,
-                                 reason="dilation, ceil_mode windows or divisor_override")
+                                 reason="dilation or divisor_override")
+    # ceil_mode: the last window may overhang the padded input. Max ignores the overhang, and an average
+    # without count_include_pad counts real cells only, so both equal a pool with the bottom/right pad grown
+    # by the overhang; an average counting pads must not count the overhang (PyTorch clips the window to the
+    # padded input), which equals count_include_pad=False only when there are no pads.
+    over_h = max(0, (ho - 1) * s[0] + k[0] - (x_ddr.shape[2] + pad[0] + pad[1]))
+    over_w = max(0, (wo - 1) * s[1] + k[1] - (x_ddr.shape[3] + pad[2] + pad[3]))
+    if ceil and (over_h or over_w):
+        if mode == "avg" and cip:
+            if any(pad):
+                raise UnsupportedOpError(f"tpu.{mode}_pool2d", name=ctx.layer, where=WHERE,
+                                         reason="ceil_mode windows overhanging explicit pads with "
+                                                "count_include_pad")
+            cip = False
+        pad = (pad[0], pad[1] + over_h, pad[2], pad[3] + over_w)
     sliced_window(ctx, x_ddr, out_ddr, k, s, pad, (1, 1), 0,
                   lambda xs, os_, p: ctx.em.emit(isa.Pool2d, ctx.layer, mode=mode, x=xs, out=os_, kernel=k,
                                                  stride=s, pad=p, count_include_pad=cip))
