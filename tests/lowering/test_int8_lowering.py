@@ -253,3 +253,34 @@ def test_residual_stream_read_only_in_float_stays_float():
     _, top_cnn, _, table_cnn = _cnn_setup()
     assert any(o.startswith("tpu.add_int8") for o in ops_by_name(
         lower(top_cnn.gm, "bm1684x", "int8", calibration_table=table_cnn)).values())
+
+
+def test_residual_add_relu_fused_on_the_unsigned_grid():
+    # a residual add read only by a relu is requantized straight to the relu's grid ([0, T], zp -128) with
+    # the relu as saturation bound: no signed add output spending half its codes on values the relu removes
+    class Block(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.c1, self.c2 = nn.Conv2d(4, 4, 3, padding=1), nn.Conv2d(4, 4, 3, padding=1)
+
+        def forward(self, x):
+            y = F.relu(self.c1(x))
+            return F.relu(self.c2(y) + y), F.relu(x - self.c1(x))
+
+    torch.manual_seed(0)
+    m = Block().eval()
+    data = [torch.randn(1, 4, 6, 6) for _ in range(6)]
+    top = capture_module(m, (data[0],))
+    table = calibrate(top, data, method="max", num_samples=6, tune_num=0, progress=False)
+    tpu = lower(top.gm, "bm1684x", "int8", calibration_table=table)
+    check_tpu(tpu, "bm1684x", "int8")
+    ops = ops_by_name(tpu)
+    adds = {n: o for n, o in ops.items() if "add_int8" in o or "sub_int8" in o}
+    assert set(adds) == {"relu_1", "relu_2"}, ops          # the fused nodes take the relus' names
+    assert "add" not in ops and "sub" not in ops
+    for n in tpu.graph.nodes:
+        if stable_name(n) in adds:
+            assert n.args[-3:] == (-128, -128, 127) and n.meta["qparams"][1] == -128
+    x = data[0]
+    for r, o in zip(m(x), tpu(x)):
+        assert (o >= 0).all() and cosine(r, o) >= 0.999

@@ -4,9 +4,10 @@ Steps (see README.md, "INT8"):
 
 1. Constants are folded as for the float lowering; qparams come from the calibration table
    (:mod:`torch_tpu.lowering.qparams`); the qtable gives each layer's mode (default ``INT8``).
-2. Conv / linear followed by their only user relu / relu6 / clip are fused: the product is requantized
-   straight to the activation's scale with the activation as saturation bounds; the fused node takes the
-   activation's stable name (the last node it replaces).
+2. Conv / linear, and add / sub of two activations, followed by their only user relu / relu6 / clip are
+   fused (:func:`~torch_tpu.quant.simulate.fusible_pair`): the accumulator is requantized straight to the
+   activation's scale with the activation as saturation bounds (a residual add + relu lands on the relu's
+   unsigned grid); the fused node takes the activation's stable name (the last node it replaces).
 3. A binary element-wise op whose every consumer reads it in float (layer norm, softmax, ... or another
    such op) runs in float (:func:`float_by_consumers`: a pre-norm transformer's residual stream).
 4. Each node is lowered by its ``int8`` rule when its mode is INT8 and the rule accepts it; otherwise by the
@@ -38,6 +39,7 @@ from torch_tpu.fixed_point import quantize
 from torch_tpu.lowering.qparams import QuantParams, check_mode, load_calibration_table, load_qtable
 from torch_tpu.lowering.registry import Rule, RuleTable
 from torch_tpu.quant.calibrate import as_inputs, graph_module
+from torch_tpu.quant.simulate import fusible_pair
 from torch_tpu.quant.tables import CalibrationTable, QTable
 from torch_tpu.targets import PRECISION_DTYPES, Target, get_target
 
@@ -46,9 +48,6 @@ MODE_PRECISION = {"F32": "f32", "BF16": "bf16", "F16": "f16", "INT8": "int8"}
 QPARAMS = "qparams"
 aten = torch.ops.aten
 
-#: activations that fuse into a preceding conv / linear as saturation bounds.
-FUSIBLE_ACTS = (aten.relu.default, aten.hardtanh.default, aten.clamp.default, aten.clamp_min.default)
-FUSING_PRODUCERS = (aten.convolution.default, aten.addmm.default, aten.mm.default)
 
 
 def fallback_precision(target: Target) -> str:
@@ -114,20 +113,17 @@ def mode_of(qtable: QTable, node: fx.Node) -> str:
 
 
 def fusions(gm: fx.GraphModule, qtable: QTable, table: RuleTable, target: Target) -> dict[fx.Node, fx.Node]:
-    """``{producer: activation}`` for conv/linear (lowered by their int8 rule) whose only user is a fusible
-    activation with constant bounds, both INT8 in the qtable."""
+    """``{producer: activation}`` for the pairs of :func:`~torch_tpu.quant.simulate.fusible_pair` (conv /
+    linear, or add / sub of two activations, then relu / relu6 / clamp) whose producer its int8 rule lowers,
+    both INT8 in the qtable."""
     out = {}
     for n in gm.graph.nodes:
-        if n.op != "call_function" or n.target not in FUSING_PRODUCERS or len(n.users) != 1:
+        act = fusible_pair(n)
+        if act is None or mode_of(qtable, n) != "INT8" or mode_of(qtable, act) != "INT8":
             continue
         rule = table.lookup(n.target, target, "int8")
-        if rule is None or not rule.accepts(n):
-            continue
-        (act,) = n.users
-        if act.target in FUSIBLE_ACTS and mode_of(qtable, n) == "INT8" and mode_of(qtable, act) == "INT8":
-            bounds = [a for a in act.args[1:]]
-            if all(not isinstance(a, fx.Node) for a in bounds):
-                out[n] = act
+        if rule is not None and rule.accepts(n):
+            out[n] = act
     return out
 
 

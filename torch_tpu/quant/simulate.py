@@ -82,22 +82,31 @@ def weight_axis(reader: fx.Node, index: int) -> int | None:
 #: activations the INT8 lowering fuses into a preceding conv / linear as saturation bounds, and those producers
 #: (:mod:`torch_tpu.lowering.int8_driver`, ``FUSIBLE_ACTS`` / ``FUSING_PRODUCERS``; quant cannot import lowering).
 FUSIBLE_ACTS = frozenset({aten.relu.default, aten.hardtanh.default, aten.clamp.default, aten.clamp_min.default})
-FUSING_PRODUCERS = frozenset({aten.convolution.default, aten.addmm.default, aten.mm.default})
+FUSING_PRODUCERS = frozenset({aten.convolution.default, aten.addmm.default, aten.mm.default,
+                              aten.add.Tensor, aten.sub.Tensor})
+#: producers that fuse only in their binary form (two activation operands; ``x + c`` is a lookup table)
+BINARY_PRODUCERS = frozenset({aten.add.Tensor, aten.sub.Tensor})
+
+
+def fusible_pair(n: fx.Node) -> fx.Node | None:
+    """The activation fused into ``n`` by the INT8 lowering, or None: ``n`` is a conv / linear, or an add / sub
+    of two activations, whose only user is a relu / relu6 / clamp with constant bounds. The lowering then
+    requantizes ``n``'s accumulator straight to the activation's grid with the activation's bounds."""
+    if n.op != "call_function" or n.target not in FUSING_PRODUCERS or len(n.users) != 1:
+        return None
+    if n.target in BINARY_PRODUCERS and not all(isinstance(a, fx.Node) and a.op != "get_attr" for a in n.args[:2]):
+        return None
+    (act,) = n.users
+    if act.op == "call_function" and act.target in FUSIBLE_ACTS and \
+            not any(isinstance(a, fx.Node) for a in act.args[1:]):
+        return act
+    return None
 
 
 def fused_producers(gm: fx.GraphModule) -> set[fx.Node]:
-    """Conv / linear nodes whose only user is a relu / relu6 / clamp with constant bounds: the INT8 lowering
-    requantizes their accumulators straight to the activation's grid, so their own output is never an int8
-    tensor and a faithful simulation does not quantize it (only the activation's output)."""
-    out = set()
-    for n in gm.graph.nodes:
-        if n.op != "call_function" or n.target not in FUSING_PRODUCERS or len(n.users) != 1:
-            continue
-        (act,) = n.users
-        if act.op == "call_function" and act.target in FUSIBLE_ACTS and \
-                not any(isinstance(a, fx.Node) for a in act.args[1:]):
-            out.add(n)
-    return out
+    """The nodes :func:`fusible_pair` fuses: their own output is never an int8 tensor, so a faithful
+    simulation does not quantize it (only the activation's output)."""
+    return {n for n in gm.graph.nodes if fusible_pair(n) is not None}
 
 
 def fake_quant_weight(w: torch.Tensor, axis: int | None = 0) -> torch.Tensor:

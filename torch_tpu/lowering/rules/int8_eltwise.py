@@ -1,6 +1,7 @@
 """INT8 rules for element-wise ops: binary ``add/sub/mul`` of two tensors, ``cat``, and lookup tables.
 
-* ``add/sub(a, b)`` of two tensors -> ``tpu.add_int8``/``sub_int8``: common scale ``s_c = s_y / 2^k``
+* ``add/sub(a, b)`` of two tensors -> ``tpu.add_int8``/``sub_int8`` (a fused relu / relu6 / clip: the
+  activation's grid and saturation bounds, as for conv): common scale ``s_c = s_y / 2^k``
   (``k = 8`` extra fraction bits, fewer if ``256 · s_i / s_y · 2^k`` would reach ``2^31``),
   ``a_m · 2^-a_s ≈ s_a / s_c``, ``b_m · 2^-b_s ≈ alpha · s_b / s_c``, ``out = 2^-k`` (``k = 8``: ``2^30 · 2^-38``);
 * ``mul(a, b)`` -> ``tpu.mul_int8`` with ``m · 2^-s ≈ s_a · s_b / s_y``;
@@ -23,6 +24,7 @@ from torch_tpu.fixed_point import quantize
 from torch_tpu.lowering.context import LowerCtx, bind_params
 from torch_tpu.lowering.qparams import scalar_multiplier
 from torch_tpu.lowering.registry import RuleTable, is_constant
+from torch_tpu.lowering.rules.int8_mac import fused_bounds
 
 aten = torch.ops.aten
 
@@ -101,11 +103,12 @@ def common_scale_bits(ratio_a: float, ratio_b: float, bits: int = 8) -> int:
 def lower_binary(ctx: LowerCtx, op: str) -> fx.Node:
     """``add/sub/mul`` of two int8 tensors (module doc)."""
     a, b = ctx.arg("self"), ctx.arg("other")
-    qa, qb, qy = ctx.quant.of(a), ctx.quant.of(b), ctx.quant.of(ctx.node)
+    qy, qmin, qmax = fused_bounds(ctx)   # a fused relu / relu6 / clip: its grid and bounds
+    qa, qb = ctx.quant.of(a), ctx.quant.of(b)
     xa, xb = ctx.operand(a), ctx.operand(b)
     if op == "mul":
         m, s = scalar_multiplier(qa.scale * qb.scale / qy.scale)
-        return ctx.emit("mul_int8", xa, xb, m, s, qa.zero_point, qb.zero_point, qy.zero_point)
+        return ctx.emit("mul_int8", xa, xb, m, s, qa.zero_point, qb.zero_point, qy.zero_point, qmin, qmax)
     alpha = float(ctx.params.get("alpha", 1) or 1)
     if alpha < 0:
         op, alpha = ("sub" if op == "add" else "add"), -alpha
@@ -114,7 +117,8 @@ def lower_binary(ctx: LowerCtx, op: str) -> fx.Node:
     ma, sa = scalar_multiplier(qa.scale / s_c)
     mb, sb = scalar_multiplier(alpha * qb.scale / s_c)
     mo, so = scalar_multiplier(2.0 ** -bits)
-    return ctx.emit(f"{op}_int8", xa, xb, ma, sa, mb, sb, mo, so, qa.zero_point, qb.zero_point, qy.zero_point)
+    return ctx.emit(f"{op}_int8", xa, xb, ma, sa, mb, sb, mo, so, qa.zero_point, qb.zero_point, qy.zero_point,
+                    qmin, qmax)
 
 
 def lower_elementwise(ctx: LowerCtx) -> fx.Node:
