@@ -11,7 +11,9 @@ writes JSON to benchmarks/results/cmodel_speed.json. Issue 3's targets: the C cm
 3x eager's f32 wall time in f32 (bf16/f16 too) and 1.5x in int8; the table marks each row pass / FAIL.
 ``--threads`` sets the C kernels' thread count (0: every CPU the process may use). Wall times on a shared
 machine move with its load: compare rows of one run (eager is timed beside the cmodel for that reason), or
-use ``--cpu-time`` (both sides on one thread, process CPU time: the work ratio).
+use ``--cpu-time`` (both sides on one thread, process CPU time: the work ratio). ``--opcodes`` adds, per row, the
+C run's time split by opcode (kernels), DMA, and the local-memory gather/scatter around each kernel
+(``local_io``), as shares of the run (the rest, ``other``, is the interpreter loop).
 """
 
 from __future__ import annotations
@@ -46,6 +48,47 @@ def _median_time(fn, repeats: int = 3) -> float:
     return statistics.median(times)
 
 
+def opcode_profile(program, inputs, kernels: str = "c", repeats: int = 3) -> dict[str, float]:
+    """Seconds per opcode of one run (median of ``repeats``) on ``kernels``: each compute kernel, ``dma``, and
+    ``local_io`` (reading a kernel's operands out of local memory and writing its result back); ``other`` is
+    the rest of the run (the instruction loop, IO)."""
+    from torch_tpu.cmodel.memory import Memory
+    from torch_tpu.cmodel.simulator import Simulator
+
+    sim = Simulator(program, kernels)
+    acc: dict[str, float] = {}
+
+    def timed(key, fn):
+        def run(*a):
+            t0 = time.perf_counter()
+            try:
+                return fn(*a)
+            finally:
+                acc[key] = acc.get(key, 0.0) + time.perf_counter() - t0
+        return run
+
+    sim._kernel_of = [None if k is None else timed(i.OPCODE, k) for i, k in zip(program.instructions, sim._kernels())]
+    saved = {n: getattr(Memory, n) for n in ("read_local", "write_local", "dma")}
+    feeds = {io.name: x for io, x in zip(program.inputs, inputs)}
+    runs = []
+    try:
+        for n, f in saved.items():
+            setattr(Memory, n, timed("dma" if n == "dma" else "local_io", f))
+        sim.run(feeds)
+        for _ in range(repeats):
+            acc.clear()
+            t0 = time.perf_counter()
+            sim.run(feeds)
+            runs.append((time.perf_counter() - t0, dict(acc)))
+    finally:
+        for n, f in saved.items():
+            setattr(Memory, n, f)
+    total, parts = sorted(runs, key=lambda r: r[0])[len(runs) // 2]
+    parts["other"] = total - sum(parts.values())
+    parts["total"] = total
+    return parts
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--models", default="resnet18,resnet50")
@@ -55,6 +98,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--cpu-time", action="store_true",
                    help="one thread on both sides (torch and C) and process CPU time instead of wall time: the "
                         "work ratio, which a busy shared machine does not distort")
+    p.add_argument("--opcodes", action="store_true", help="split the C run's time by opcode (see opcode_profile)")
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "cmodel_speed.json"))
     args = p.parse_args(argv)
 
@@ -110,8 +154,14 @@ def main(argv: list[str] | None = None) -> int:
 
                 row[f"cmodel_{kernels}_s"] = _median_time(go, repeats=1 if kernels == "reference" else 3)
                 row[f"cosine_{kernels}"] = similarity(tpu_out, out["y"]).cosine
+            if args.opcodes:
+                parts = opcode_profile(program, list(inputs))
+                row["opcode_s"] = parts
+                total = parts.pop("total")
+                print(f"{name} {precision}: C run {total * 1e3:.1f} ms by opcode: " + ", ".join(
+                    f"{k} {v / total:.0%}" for k, v in sorted(parts.items(), key=lambda kv: -kv[1])), flush=True)
             rows.append(row)
-            print(json.dumps({k: v for k, v in row.items() if k != "profile"}), flush=True)
+            print(json.dumps({k: v for k, v in row.items() if k not in ("profile", "opcode_s")}), flush=True)
 
     clock = "process CPU time, torch and C on one thread" if args.cpu_time else "wall time"
     print(f"\nC kernels: {threads} thread(s), SIMD {simd}; {clock}")

@@ -10,7 +10,7 @@ import pytest
 from torch_tpu.cmodel import isa
 from torch_tpu.cmodel.builder import ProgramBuilder
 from torch_tpu.cmodel.operands import DdrTensor, DType, LocalTensor
-from torch_tpu.cmodel.program import MAGIC, Program
+from torch_tpu.cmodel.program import FORMAT_VERSION, MAGIC, Program
 from torch_tpu.errors import ProgramError
 
 
@@ -120,7 +120,7 @@ def test_strided_ddr_view_range_is_checked():
 def test_text_listing_names_every_instruction():
     text = small_program().to_text()
     lines = text.splitlines()
-    assert lines[0].startswith("program v1 target bm1684x")
+    assert lines[0].startswith(f"program v{FORMAT_VERSION} target bm1684x")
     assert "input x 1x4x3x3 f32 @0x1000" in text and "output y 1x4x3x3 f32" in text
     inst_lines = [ln for ln in lines if ln.startswith("%")]
     assert len(inst_lines) == 4

@@ -11,6 +11,7 @@ import torch.nn.functional as F
 
 import torch_tpu
 from torch_tpu.cmodel import Program, isa, run_program
+from torch_tpu.cmodel.operands import DType, LocalTensor
 from torch_tpu.cmodel.timing import instruction_cost
 from torch_tpu.errors import UnsupportedOpError
 from torch_tpu.fixed_point import quantize_multiplier
@@ -103,23 +104,25 @@ def test_conv2d_int8(case):
              x_zp, out_zp, qmin, qmax)
     prog = g.check(y)
     conv = of(prog, isa.Conv2d)
-    assert all(c.x.dtype.label == "int8" and c.out.dtype.label == "int32" for c in conv)
-    assert (conv[0].act == "relu") == (case == "fused_relu")
-    assert bool(of(prog, isa.Eltwise)) == (x_zp != 0 and any(pad))       # the border map only when it matters
-    assert len(of(prog, isa.Activation)) == (len(conv) if (qmin, qmax) not in ((-128, 127), (out_zp, 127)) else 0)
+    # one instruction per slice: padded with x_zp (no border map), the requant and the bounds fused
+    assert all(c.x.dtype.label == "int8" and c.out.dtype.label == "int8" and c.pad_value == x_zp for c in conv)
+    assert all((c.zero_point, c.qmin, c.qmax, c.act) == (out_zp, qmin, qmax, "none") for c in conv)
+    assert all(len(c.multiplier) == cout for c in conv)
+    assert [type(i) for i in prog.instructions if i.ENGINE == "compute"] == [isa.Conv2d] * len(conv)
 
 
 def test_conv2d_int8_tiled_with_halos_and_zero_points():
-    """1x8x192x160: input, int32 accumulator, border map and output exceed a lane -> H slices with halos."""
+    """1x4x384x384: input and output exceed a lane -> H slices with halos, each padded with x_zp only where it
+    touches the image border."""
     g = OpGraph()
-    x = g.input("x", q8(1, 8, 192, 160))
+    x = g.input("x", q8(1, 4, 384, 384))
     m, s = multipliers(16, 1e-3, 4e-3)
-    y = g.op("conv2d_int8", x, g.const(q8(16, 8, 3, 3), "w"), g.const(torch.randint(-999, 999, (16,),
+    y = g.op("conv2d_int8", x, g.const(q8(16, 4, 3, 3), "w"), g.const(torch.randint(-999, 999, (16,),
              dtype=torch.int32), "b"), [1, 1], [1, 1, 1, 1], [1, 1], 1, g.const(m, "m"), g.const(s, "s"), -128, 3,
              3, 127)
     prog = g.check(y, kernels=("c",))
     conv = of(prog, isa.Conv2d)
-    assert len(conv) > 2 and sum(c.out.shape[2] for c in conv) == 192
+    assert len(conv) > 2 and sum(c.out.shape[2] for c in conv) == 384 and all(c.pad_value == -128 for c in conv)
     assert conv[0].pad[:2] == (1, 0) and conv[-1].pad[:2] == (0, 1)
     assert all(c.pad[:2] == (0, 0) and c.x.shape[2] == c.out.shape[2] + 2 for c in conv[1:-1])
     assert conv[0].x.addr != conv[1].x.addr                                            # double-buffered
@@ -132,7 +135,34 @@ def test_linear_int8(x_zp, out_zp, bounds):
     m, s = multipliers(24, 2e-3, 8e-3)
     y = g.op("linear_int8", x, g.const(q8(24, 40), "w"), g.const(torch.randint(-5000, 5000, (24,),
              dtype=torch.int32), "b"), g.const(m, "m"), g.const(s, "s"), x_zp, out_zp, *bounds)
-    g.check(y)
+    prog = g.check(y)
+    (mm,) = of(prog, isa.MatMul)          # 15 rows: a matmul with the requant per output column, nothing else
+    assert mm.a.shape == (1, 15, 1, 40) and mm.b.shape == (1, 40, 1, 24) and len(mm.multiplier) == 24
+    assert (mm.zero_point, mm.qmin, mm.qmax) == (out_zp, *bounds)
+    assert [i for i in prog.instructions if i.ENGINE == "compute"] == [mm]
+
+
+@pytest.mark.parametrize("rows", [1, 128])
+def test_linear_int8_forms(rows):
+    """One row: a 1x1 conv (features on the lanes); 128 rows: a matmul viewed (2, 64, 1, K), sliced along N,
+    charged ~16x less than the 1x1 conv form (whose output row of one element pads to the alignment)."""
+    g = OpGraph()
+    x = g.input("x", q8(rows, 96))
+    m, s = multipliers(80, 2e-3, 8e-3)
+    prog = g.check(g.op("linear_int8", x, g.const(q8(80, 96), "w"), None, g.const(m, "m"), g.const(s, "s"), 3, -2,
+                        -128, 127))
+    target = get_target("bm1684x")
+    mac = [i for i in prog.instructions if isinstance(i, (isa.Conv2d, isa.MatMul))]
+    if rows == 1:
+        assert len(mac) == 1 and isinstance(mac[0], isa.Conv2d) and mac[0].x.shape == (1, 96, 1, 1)
+        return
+    assert all(isinstance(i, isa.MatMul) and i.a.shape[1:] == (64, 1, 96) for i in mac)
+    conv_form = isa.Conv2d(id=0, x=LocalTensor(0, 0, (rows, 96, 1, 1), DType.INT8),
+                           w=LocalTensor(0, 0, (1, 80, 1, 96), DType.INT8),
+                           out=LocalTensor(0, 0, (rows, 80, 1, 1), DType.INT8), kernel=(1, 1),
+                           multiplier=(1,), shift=(0,))
+    mm_cycles = sum(instruction_cost(i, target).cycles for i in mac)
+    assert instruction_cost(conv_form, target).cycles > 12 * mm_cycles
 
 
 @pytest.mark.parametrize("a_zp,b_zp,out_zp", [(0, 0, 0), (5, -3, 7), (0, 4, -1), (-7, 0, 0)])
@@ -140,12 +170,15 @@ def test_matmul_int8(a_zp, b_zp, out_zp):
     g = OpGraph()
     a, b = g.input("a", q8(2, 3, 6, 20)), g.input("b", q8(2, 3, 20, 7))
     y = g.op("matmul_int8", a, b, *scalar(4e-3), a_zp, b_zp, out_zp, -100 if out_zp else -128, 127)
-    g.check(y)
+    prog = g.check(y)
+    fused = not a_zp and not b_zp            # no zero-point terms: the requant rides in the matmul's epilogue
+    assert bool(of(prog, isa.Requant)) != fused and all(bool(i.multiplier) == fused for i in of(prog, isa.MatMul))
 
 
 def test_int8_conv_is_charged_at_the_int8_mac_rate():
     """3x3 conv 64->64 on 56x56: 20 + 3136 * 576 / 256 MACs per lane = 7076 cycles (bf16: 14132, f32: 112916,
-    cmodel README), and its requant 20 + 3136 / 16 (int32 input: the f32 element rate) = 216."""
+    cmodel README), and its fused requant an epilogue of 3136 / 64 (the int8 element rate) = 49 cycles, not a
+    Requant instruction of 20 + 3136 / 16 (int32 input: the f32 element rate) = 216."""
     g = OpGraph()
     x = g.input("x", q8(1, 64, 56, 56))
     m, s = multipliers(64, 1e-3, 4e-3)
@@ -153,8 +186,8 @@ def test_int8_conv_is_charged_at_the_int8_mac_rate():
                           g.const(m, "m"), g.const(s, "s")))
     prog = codegen(g.b.finish(), "bm1684x")
     target = get_target("bm1684x")
-    (conv,), (req,) = of(prog, isa.Conv2d), of(prog, isa.Requant)
-    assert instruction_cost(conv, target).cycles == 7076 and instruction_cost(req, target).cycles == 216
+    (conv,) = of(prog, isa.Conv2d)
+    assert not of(prog, isa.Requant) and instruction_cost(conv, target).cycles == 7076 + 49
 
 
 # ---- pools and reductions ---------------------------------------------------------------------------------

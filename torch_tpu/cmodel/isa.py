@@ -195,13 +195,21 @@ class DmaCopy(_Dma):
 @_register
 @_frozen
 class Conv2d(Instruction):
-    """2-D convolution with groups, dilation, asymmetric padding (zeros) and a fused activation.
+    """2-D convolution with groups, dilation, asymmetric padding and a fused activation (and, for int8,
+    a fused requantization).
 
-    ``out[n, o, y, x] = act(bias[o] + sum_{i, ky, kx} in[n, g*Cin_g + i, y*sh - pt + ky*dh, x*sw - pl + kx*dw]
-    * w[o, i, ky, kx])`` with ``g = o // Cout_g``; f32 accumulation for float operands (rounded once to
-    ``out.dtype``), int32 for int8 operands (int32 bias, int32 output, requantized by a later Requant).
-    Fields: ``kernel`` (kh, kw), ``stride`` (sh, sw), ``pad`` (top, bottom, left, right), ``dilation``
-    (dh, dw), ``groups``, ``act`` in FUSED_ACTS with ``act_lo``/``act_hi`` for clip.
+    ``acc[n, o, y, x] = act(bias[o] + sum_{i, ky, kx} in[n, g*Cin_g + i, y*sh - pt + ky*dh, x*sw - pl + kx*dw]
+    * w[o, i, ky, kx])`` with ``g = o // Cout_g``, where a tap outside the input reads ``pad_value`` (0 for
+    float operands; an int8 conv over an input with zero point zp pads with zp, so that ``bias - zp*sum(w[o])``
+    is exactly the zero-point correction everywhere, borders included). f32 accumulation for float operands
+    (rounded once to ``out.dtype``), exact integer for int8 operands (int32 bias): the int32 output is
+    ``sat_int32(acc)``, or with a fused requant (``multiplier`` not empty) the int8 output is
+    ``clamp(rshift_round_half_away(sat_int32(acc) * multiplier[o], shift[o]) + zero_point, qmin, qmax)``
+    (``kernels_ref.requant_epilogue``: the unfused ``conv -> requant -> clip`` exactly). Fields: ``kernel``
+    (kh, kw), ``stride`` (sh, sw), ``pad`` (top, bottom, left, right), ``dilation`` (dh, dw), ``groups``, ``act`` in
+    FUSED_ACTS with
+    ``act_lo``/``act_hi`` for clip, ``pad_value``, and the fused requant: ``multiplier``/``shift`` (empty: none;
+    1 or Cout pairs), ``zero_point``, ``qmin``/``qmax``.
     """
 
     OPCODE = "conv2d"
@@ -218,6 +226,12 @@ class Conv2d(Instruction):
     act: str = "none"
     act_lo: float = 0.0
     act_hi: float = 0.0
+    pad_value: int = 0
+    multiplier: tuple[int, ...] = ()
+    shift: tuple[int, ...] = ()
+    zero_point: int = 0
+    qmin: int = -128
+    qmax: int = 127
 
     def out_hw(self) -> tuple[int, int]:
         """Ho = (H + pt + pb - dh (kh - 1) - 1) // sh + 1, and the same for W."""
@@ -240,15 +254,22 @@ class Conv2d(Instruction):
             raise self.fail("bias", f"shape {self.bias.shape}, expected {(1, cout, 1, 1)}")
         if on != n or (ho, wo) != self.out_hw():
             raise self.fail("out", f"shape {self.out.shape}, expected {(n, cout) + self.out_hw()}")
-        _check_mac_dtypes(self, self.x, self.w, self.bias, self.out)
+        _check_mac_dtypes(self, self.x, self.w, self.bias, self.out, cout)
+        if not isinstance(self.pad_value, int) or isinstance(self.pad_value, bool):
+            raise self.fail("pad_value", f"must be an integer, got {self.pad_value!r}")
+        if self.pad_value and self.x.dtype != DType.INT8:
+            raise self.fail("pad_value", "a non-zero pad value needs int8 operands (float convs pad with 0)")
+        if not -128 <= self.pad_value <= 127:
+            raise self.fail("pad_value", f"{self.pad_value} is not an int8 value")
 
 
 @_register
 @_frozen
 class MatMul(Instruction):
-    """Batched matmul with bias and fused activation.
+    """Batched matmul with bias, fused activation and (int8) fused requantization.
 
-    ``out[b, m, 0, n] = act(bias[n] + sum_k a[b, m, 0, k] * b[b or 0, k, 0, n])``; numerics as Conv2d.
+    ``acc[b, m, 0, n] = act(bias[n] + sum_k a[b, m, 0, k] * b[b or 0, k, 0, n])``; numerics as Conv2d; a fused
+    requant (``multiplier`` not empty) has 1 (per tensor) or N (per output column) multiplier/shift pairs.
     """
 
     OPCODE = "matmul"
@@ -260,6 +281,11 @@ class MatMul(Instruction):
     act: str = "none"
     act_lo: float = 0.0
     act_hi: float = 0.0
+    multiplier: tuple[int, ...] = ()
+    shift: tuple[int, ...] = ()
+    zero_point: int = 0
+    qmin: int = -128
+    qmax: int = 127
 
     def check_fields(self, target: Target) -> None:
         bsz, m, one, k = self.a.shape
@@ -271,20 +297,54 @@ class MatMul(Instruction):
             raise self.fail("out", f"shape {self.out.shape}, expected {(bsz, m, 1, n)}")
         if self.bias is not None and self.bias.shape != (1, 1, 1, n):
             raise self.fail("bias", f"shape {self.bias.shape}, expected {(1, 1, 1, n)}")
-        _check_mac_dtypes(self, self.a, self.b, self.bias, self.out)
+        _check_mac_dtypes(self, self.a, self.b, self.bias, self.out, n)
 
 
 def _check_mac_dtypes(inst: Instruction, x: LocalTensor, w: LocalTensor, bias: LocalTensor | None,
-                      out: LocalTensor) -> None:
+                      out: LocalTensor, channels: int) -> None:
+    """Operand dtypes of conv2d / matmul and the fused requant fields (``channels``: output channels of a
+    conv, output columns N of a matmul: the lengths a per-channel multiplier may have)."""
     is_float = _float_or_int(inst, "out", [x.dtype, w.dtype, out.dtype] + ([bias.dtype] if bias else []))
+    fused = bool(inst.multiplier) or bool(inst.shift)
     if not is_float:
         if x.dtype != DType.INT8 or w.dtype != DType.INT8:
             raise inst.fail("w", "integer MACs need int8 operands")
         if bias is not None and bias.dtype != DType.INT32:
             raise inst.fail("bias", "integer MACs need an int32 bias")
-        if out.dtype != DType.INT32:
-            raise inst.fail("out", "integer MACs produce int32 (requantize with a Requant instruction)")
+        if not fused and out.dtype != DType.INT32:
+            raise inst.fail("out", "integer MACs produce int32 (requantize with a Requant instruction, or fuse "
+                                   "one: multiplier, shift, zero_point)")
+        if fused and out.dtype != DType.INT8:
+            raise inst.fail("out", f"a fused requant produces int8, got {out.dtype.label}")
     _check_fused_act(inst, is_float)
+    if fused:
+        if is_float:
+            raise inst.fail("multiplier", "a fused requant needs int8 operands")
+        _check_requant_params(inst, channels)
+    elif (inst.zero_point, inst.qmin, inst.qmax) != (0, -128, 127):
+        raise inst.fail("zero_point", "zero_point / qmin / qmax only apply with a fused requant (set multiplier "
+                                      "and shift)")
+
+
+def _check_requant_params(inst: Instruction, channels: int) -> None:
+    """``multiplier``/``shift`` (1 or ``channels`` pairs, m in [0, 2^31), s in [0, 63]), ``zero_point``,
+    ``qmin``/``qmax`` (int8 bounds, qmin <= qmax)."""
+    m, s = inst.multiplier, inst.shift
+    if len(m) not in (1, channels) or len(s) != len(m):
+        raise inst.fail("multiplier", f"needs 1 or {channels} multipliers and as many shifts, got {len(m)} and "
+                                      f"{len(s)}")
+    if any(not isinstance(v, int) or not 0 <= v < 2**31 for v in m):
+        raise inst.fail("multiplier", "values must be integers in [0, 2^31)")
+    if any(not isinstance(v, int) or not 0 <= v <= 63 for v in s):
+        raise inst.fail("shift", "values must be integers in [0, 63]")
+    for name in ("zero_point", "qmin", "qmax"):
+        v = getattr(inst, name)
+        if not isinstance(v, int) or isinstance(v, bool):
+            raise inst.fail(name, f"must be an integer, got {v!r}")
+    if not -(2**31) < inst.zero_point < 2**31:
+        raise inst.fail("zero_point", f"{inst.zero_point} outside int32")
+    if not -128 <= inst.qmin <= inst.qmax <= 127:
+        raise inst.fail("qmin", f"bounds [{inst.qmin}, {inst.qmax}] are not int8 bounds with qmin <= qmax")
 
 
 ELTWISE_OPS = ("add", "sub", "mul", "div", "max", "min")

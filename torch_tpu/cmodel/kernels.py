@@ -1,9 +1,10 @@
 """Choice of the kernel set that executes a Program's compute instructions.
 
 ``"reference"``: torch (kernels_ref, the definition) and the numpy DMA copy. ``"c"``: the C
-extension for DMA and every kernel. ``"triton"``: Triton for conv2d, matmul, eltwise and float
-activations, the C set (or the reference set when C is not built) for the rest. ``"auto"``: C when
-built, else reference.
+extension for DMA and every kernel. ``"triton"``: Triton for every compute opcode (kernels_triton and
+kernels_triton_misc) except integer activations and the float ones without a Triton form (gelu_tanh, elu,
+softplus, mish), which the C set (or the reference set when C is not built) runs, as it runs the DMA.
+``"auto"``: C when built, else reference.
 
 Example:
     >>> ks = get_kernel_set("reference")

@@ -51,6 +51,15 @@ def _dt(t: isa.LocalTensor | None) -> int:
     return int(t.dtype) if t is not None else 0
 
 
+def _requant(inst: isa.Conv2d | isa.MatMul) -> tuple:
+    """The fused requant argument of the C conv2d / matmul: (multiplier, shift, zero_point, qmin, qmax), with
+    ``None`` buffers when the instruction has none."""
+    if not inst.multiplier:
+        return None, None, 0, -128, 127
+    return (np.asarray(inst.multiplier, dtype=np.int32), np.asarray(inst.shift, dtype=np.int32), inst.zero_point,
+            inst.qmin, inst.qmax)
+
+
 def conv2d(inst: isa.Conv2d, ops: Operands) -> np.ndarray:
     x, w, b = ops
     out = _out(inst.out)
@@ -59,7 +68,8 @@ def conv2d(inst: isa.Conv2d, ops: Operands) -> np.ndarray:
     kh, kw = inst.kernel
     _cmodel.conv2d(out, int(inst.out.dtype), x, int(inst.x.dtype), w, int(inst.w.dtype), b, _dt(inst.bias),
                    (n, cin, h, wd), (cout, cin // inst.groups, kh, kw), (ho, wo), inst.stride,
-                   (inst.pad[0], inst.pad[2]), inst.dilation, inst.groups, _ACT[inst.act], inst.act_lo, inst.act_hi)
+                   (inst.pad[0], inst.pad[2]), inst.dilation, inst.groups, _ACT[inst.act], inst.act_lo, inst.act_hi,
+                   inst.pad_value, _requant(inst))
     return out
 
 
@@ -68,7 +78,8 @@ def matmul(inst: isa.MatMul, ops: Operands) -> np.ndarray:
     out = _out(inst.out)
     bsz, m, _, k = inst.a.shape
     _cmodel.matmul(out, int(inst.out.dtype), a, int(inst.a.dtype), b, int(inst.b.dtype), bias, _dt(inst.bias),
-                   (bsz, inst.b.shape[0], m, k, inst.b.shape[3]), _ACT[inst.act], inst.act_lo, inst.act_hi)
+                   (bsz, inst.b.shape[0], m, k, inst.b.shape[3]), _ACT[inst.act], inst.act_lo, inst.act_hi,
+                   _requant(inst))
     return out
 
 

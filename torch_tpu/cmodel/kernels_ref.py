@@ -59,6 +59,26 @@ def rshift_round_half_away(v: torch.Tensor, shift: torch.Tensor) -> torch.Tensor
     return torch.where(v >= 0, (v + half) >> s, -((-v + half) >> s))
 
 
+def requant_epilogue(acc: int, multiplier: int, shift: int, zero_point: int, qmin: int, qmax: int) -> int:
+    """The fused requantization of one int8 MAC result (``acc`` after bias and activation), as the kernels do it:
+
+    ``clamp(rshift_round_half_away(sat_int32(acc) * multiplier, shift) + zero_point, qmin, qmax)``
+
+    with ``rshift_round_half_away(v, s) = sign(v) * ((|v| + 2^(s-1)) >> s)`` (exact in int64: |v| < 2^62) and
+    ``-128 <= qmin <= qmax <= 127``. It equals the unfused chain ``conv/matmul (int32 out) -> requant (int8 out)
+    -> clip(qmin, qmax)`` exactly: the int32 output saturates, requant's int8 saturation is inside the clamp.
+    The scalar form of :func:`fused_requant` (the specification the tests hold the kernels to).
+
+    Example:
+        >>> requant_epilogue(1000, 1 << 30, 33, -5, -128, 127)   # 1000 / 8 = 125 (rounded), + zp
+        120
+    """
+    v = max(-(1 << 31), min((1 << 31) - 1, acc)) * multiplier
+    half = (1 << shift) >> 1
+    v = (abs(v) + half) >> shift if v >= 0 else -((-v + half) >> shift)
+    return max(qmin, min(qmax, v + zero_point))
+
+
 def _fused_act(y: torch.Tensor, act: str, lo: float, hi: float, is_float: bool) -> torch.Tensor:
     if act == "relu":
         return torch.clamp(y, min=0)
@@ -69,8 +89,19 @@ def _fused_act(y: torch.Tensor, act: str, lo: float, hi: float, is_float: bool) 
     return y
 
 
+def fused_requant(y: torch.Tensor, inst: isa.Conv2d | isa.MatMul, axis: int) -> torch.Tensor:
+    """:func:`requant_epilogue` over an int64 accumulator: per-channel parameters along ``axis``."""
+    shape = [1] * y.dim()
+    shape[axis] = -1 if len(inst.multiplier) > 1 else 1
+    m = torch.tensor(inst.multiplier, dtype=torch.int64).reshape(shape)
+    s = torch.tensor(inst.shift, dtype=torch.int64).reshape(shape)
+    v = rshift_round_half_away(y.clamp(-2**31, 2**31 - 1) * m, s.expand(y.shape))
+    return (v + inst.zero_point).clamp(inst.qmin, inst.qmax)
+
+
 def conv2d(inst: isa.Conv2d, ops: Operands) -> np.ndarray:
-    """Zero-padded grouped/dilated conv; f32 (float) or exact integer (int8 -> int32) accumulation."""
+    """Grouped/dilated conv over the input padded with ``pad_value``; f32 (float) or exact integer
+    (int8 -> int32, or int8 through the fused requant) accumulation."""
     x, w, b = ops
     cout = inst.out.shape[1]
     kh, kw = inst.kernel
@@ -81,13 +112,15 @@ def conv2d(inst: isa.Conv2d, ops: Operands) -> np.ndarray:
     else:  # exact: |products| <= 2^14, sums far below 2^53
         xt, wt = i64(x, inst.x.dtype).double(), i64(w, inst.w.dtype).double()
     wt = wt.reshape(cout, inst.x.shape[1] // inst.groups, kh, kw)
-    y = F.conv2d(F.pad(xt, (pl, pr, pt, pb)), wt, stride=inst.stride, dilation=inst.dilation, groups=inst.groups)
+    y = F.conv2d(F.pad(xt, (pl, pr, pt, pb), value=float(inst.pad_value)), wt, stride=inst.stride,
+                 dilation=inst.dilation, groups=inst.groups)
     if not is_float:
         y = y.round().to(torch.int64)
     if b is not None:
         bt = f32(b, inst.bias.dtype) if is_float else i64(b, inst.bias.dtype)
         y = y + bt.reshape(1, cout, 1, 1)
-    return from_torch(_fused_act(y, inst.act, inst.act_lo, inst.act_hi, is_float), inst.out.dtype)
+    y = _fused_act(y, inst.act, inst.act_lo, inst.act_hi, is_float)
+    return from_torch(fused_requant(y, inst, 1) if inst.multiplier else y, inst.out.dtype)
 
 
 def matmul(inst: isa.MatMul, ops: Operands) -> np.ndarray:
@@ -103,6 +136,8 @@ def matmul(inst: isa.MatMul, ops: Operands) -> np.ndarray:
     if bias is not None:
         y = y + (f32(bias, inst.bias.dtype) if is_float else i64(bias, inst.bias.dtype)).reshape(-1)
     y = _fused_act(y, inst.act, inst.act_lo, inst.act_hi, is_float)
+    if inst.multiplier:
+        y = fused_requant(y, inst, 2)
     return from_torch(y[:, :, None, :], inst.out.dtype)
 
 

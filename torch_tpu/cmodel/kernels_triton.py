@@ -1,6 +1,7 @@
 """The Triton kernel set: conv2d (im2col + GEMM) and matmul on one blocked GEMM kernel with a fused
-bias/activation epilogue, binary eltwise, unary activations. Same signature and numerics as
-:mod:`torch_tpu.cmodel.kernels_ref`; the other opcodes are served by the C (or reference) set.
+bias/activation/int8-requant epilogue, binary eltwise, unary activations. Same signature and numerics as
+:mod:`torch_tpu.cmodel.kernels_ref`; the other opcodes (pool2d, lut, requant, cast, reduce, softmax,
+layernorm, compare, select, gather) are in :mod:`torch_tpu.cmodel.kernels_triton_misc`, merged into ``KERNELS``.
 
 The kernels accumulate in f32 (``tl.dot`` with ``input_precision="ieee"``: no TF32) or int32 for int8,
 run the epilogue in f32 / int64, and the wrapper rounds ONCE into the output dtype
@@ -71,9 +72,11 @@ if triton is not None:
         return tl.where(ax < 0.0625, small, big)
 
     @triton.jit
-    def _gemm_kernel(a_ptr, b_ptr, c_ptr, bias_ptr, M, N, K, lo, hi, ilo, ihi, HAS_BIAS: tl.constexpr,
-                     ACT: tl.constexpr, IS_INT: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr):
-        """c[M, N] = act(a[M, K] . b[K, N] + bias[N]); f32 or int32 accumulation, f32 / int64 epilogue."""
+    def _gemm_kernel(a_ptr, b_ptr, c_ptr, bias_ptr, m_ptr, s_ptr, M, N, K, lo, hi, ilo, ihi, zp, qlo, qhi,
+                     HAS_BIAS: tl.constexpr, ACT: tl.constexpr, IS_INT: tl.constexpr, RQ: tl.constexpr,
+                     BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr):
+        """c[M, N] = act(a[M, K] . b[K, N] + bias[N]); f32 or int32 accumulation, f32 / int64 epilogue; with RQ
+        the int8 requant of kernels_ref.requant_epilogue per column (multiplier m[N], shift s[N]) in the epilogue."""
         rm = tl.program_id(0) * BM + tl.arange(0, BM)
         rn = tl.program_id(1) * BN + tl.arange(0, BN)
         rk = tl.arange(0, BK)
@@ -98,6 +101,14 @@ if triton is not None:
                 y = tl.maximum(y, 0)
             if ACT == 3:
                 y = tl.minimum(tl.maximum(y, ilo), ihi)
+            if RQ:
+                y = tl.minimum(tl.maximum(y, -2147483648), 2147483647)
+                y = y * tl.load(m_ptr + rn, mask=rn < N, other=0).to(tl.int64)[None, :]
+                sh = tl.load(s_ptr + rn, mask=rn < N, other=0).to(tl.int64)[None, :]
+                half = tl.where(sh > 0, tl.full(sh.shape, 1, tl.int64) << tl.maximum(sh - 1, 0), 0)
+                mag = (tl.abs(y) + half) >> sh
+                y = tl.where(y < 0, -mag, mag) + zp
+                y = tl.minimum(tl.maximum(y, qlo), qhi)
         else:
             y = acc
             if HAS_BIAS:
@@ -177,8 +188,9 @@ if triton is not None:
 
 
 def gemm(a: torch.Tensor, b: torch.Tensor, bias: torch.Tensor | None, act: str = "none", lo: float = 0.0,
-         hi: float = 0.0) -> torch.Tensor:
-    """``act(a @ b + bias)`` for 2-D ``a`` (M, K), ``b`` (K, N): f32 operands -> f32, int8 -> int64."""
+         hi: float = 0.0, requant: tuple | None = None) -> torch.Tensor:
+    """``act(a @ b + bias)`` for 2-D ``a`` (M, K), ``b`` (K, N): f32 operands -> f32, int8 -> int64; ``requant``
+    = (multiplier, shift, zero_point, qmin, qmax) with int32 tensors of N values: the int8 fused requant."""
     _require()
     is_int = a.dtype == torch.int8
     m, k = a.shape
@@ -188,11 +200,27 @@ def gemm(a: torch.Tensor, b: torch.Tensor, bias: torch.Tensor | None, act: str =
     c = torch.empty((m, n), dtype=torch.int64 if is_int else torch.float32, device=dev)
     if bias is not None:
         bias = bias.contiguous().to(dev)
+    mult, shift, zp, qlo, qhi = requant if requant is not None else (c, c, 0, -128, 127)
+    if requant is not None:
+        mult, shift = mult.contiguous().to(dev), shift.contiguous().to(dev)
     bm, bn, bk = 32, 32, 32
     grid = (triton.cdiv(m, bm), triton.cdiv(n, bn))
-    _gemm_kernel[grid](a, b, c, bias if bias is not None else c, m, n, k, float(lo), float(hi), int(lo), int(hi),
-                       HAS_BIAS=bias is not None, ACT=_ACT[act], IS_INT=is_int, BM=bm, BN=bn, BK=bk)
+    _gemm_kernel[grid](a, b, c, bias if bias is not None else c, mult, shift, m, n, k, float(lo), float(hi), int(lo),
+                       int(hi), int(zp), int(qlo), int(qhi), HAS_BIAS=bias is not None, ACT=_ACT[act], IS_INT=is_int,
+                       RQ=requant is not None, BM=bm, BN=bn, BK=bk)
     return c.cpu()
+
+
+def _requant_cols(inst: isa.Conv2d | isa.MatMul, n: int, start: int = 0) -> tuple | None:
+    """The fused requant of ``inst`` for ``n`` GEMM columns from channel ``start`` (per tensor: repeated)."""
+    if not inst.multiplier:
+        return None
+    m, s = (torch.tensor(v, dtype=torch.int32) for v in (inst.multiplier, inst.shift))
+    if len(inst.multiplier) == 1:
+        m, s = m.expand(n), s.expand(n)
+    else:
+        m, s = m[start:start + n], s[start:start + n]
+    return m, s, inst.zero_point, inst.qmin, inst.qmax
 
 
 def _mac_operands(arr: np.ndarray, t: isa.LocalTensor) -> torch.Tensor:
@@ -200,8 +228,8 @@ def _mac_operands(arr: np.ndarray, t: isa.LocalTensor) -> torch.Tensor:
 
 
 def conv2d(inst: isa.Conv2d, ops: Operands) -> np.ndarray:
-    """im2col (F.unfold over the zero-padded input) + the Triton GEMM per (batch, group), bias and
-    activation fused in the GEMM epilogue."""
+    """im2col (F.unfold over the input padded with ``pad_value``) + the Triton GEMM per (batch, group), bias,
+    activation and the int8 requant fused in the GEMM epilogue."""
     x, w, b = ops
     n, cin, _, _ = inst.x.shape
     cout, ho, wo = inst.out.shape[1:]
@@ -211,8 +239,8 @@ def conv2d(inst: isa.Conv2d, ops: Operands) -> np.ndarray:
     is_int = not inst.x.dtype.is_float
     xt = _mac_operands(x, inst.x)
     # unfold needs a float tensor; int8 values are exact in f32 and converted back
-    cols = F.unfold(F.pad(xt.float() if is_int else xt, (pl, pr, pt, pb)), (kh, kw), dilation=inst.dilation,
-                    stride=inst.stride)
+    cols = F.unfold(F.pad(xt.float() if is_int else xt, (pl, pr, pt, pb), value=float(inst.pad_value)), (kh, kw),
+                    dilation=inst.dilation, stride=inst.stride)
     if is_int:
         cols = cols.to(torch.int8)
     wt = _mac_operands(w, inst.w).reshape(cout, -1)
@@ -225,7 +253,8 @@ def conv2d(inst: isa.Conv2d, ops: Operands) -> np.ndarray:
             bias_g = None if bt is None else bt.reshape(-1)[gi * cout_g:(gi + 1) * cout_g]
             # out^T (P, Cout_g) = col^T . W_g^T, so the per-output-channel bias runs along the GEMM's columns
             out[i, gi * cout_g:(gi + 1) * cout_g] = gemm(col.t(), wt[gi * cout_g:(gi + 1) * cout_g].t(), bias_g,
-                                                          inst.act, inst.act_lo, inst.act_hi).t()
+                                                          inst.act, inst.act_lo, inst.act_hi,
+                                                          _requant_cols(inst, cout_g, gi * cout_g)).t()
     return from_torch(out.reshape(inst.out.shape), inst.out.dtype)
 
 
@@ -236,7 +265,8 @@ def matmul(inst: isa.MatMul, ops: Operands) -> np.ndarray:
     is_int = not inst.a.dtype.is_float
     biast = None if bias is None else (i64(bias, inst.bias.dtype).to(torch.int32) if is_int
                                        else f32(bias, inst.bias.dtype)).reshape(-1)
-    outs = [gemm(at[i], bt[i if bt.shape[0] > 1 else 0], biast, inst.act, inst.act_lo, inst.act_hi)
+    rq = _requant_cols(inst, inst.out.shape[3])
+    outs = [gemm(at[i], bt[i if bt.shape[0] > 1 else 0], biast, inst.act, inst.act_lo, inst.act_hi, rq)
             for i in range(at.shape[0])]
     return from_torch(torch.stack(outs)[:, :, None, :], inst.out.dtype)
 
@@ -284,3 +314,9 @@ def handles(inst: isa.Instruction) -> bool:
 
 
 KERNELS: dict[str, KernelFn] = {"conv2d": conv2d, "matmul": matmul, "eltwise": eltwise, "activation": activation}
+
+# pool2d, lut, requant, cast, reduce, softmax, layernorm, compare, select, gather (imported last: that module reads
+# device() / _require() from this one)
+from torch_tpu.cmodel.kernels_triton_misc import KERNELS as _MISC  # noqa: E402
+
+KERNELS.update(_MISC)

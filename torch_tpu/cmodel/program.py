@@ -45,7 +45,9 @@ from torch_tpu.cmodel.operands import DdrTensor, DType, LocalTensor
 from torch_tpu.errors import ProgramError, TargetError
 from torch_tpu.targets import Target, get_target
 
-FORMAT_VERSION = 1
+#: 2: conv2d / matmul carry a fused requant (multiplier, shift, zero_point, qmin, qmax) and conv2d a
+#: pad_value; files of another version are refused (deploy the model again)
+FORMAT_VERSION = 2
 MAGIC = b"TORCHTPU"
 _PREFIX = struct.Struct("<8sIQ")
 
@@ -281,7 +283,8 @@ class Program:
         if magic != MAGIC:
             raise ProgramError(f"not a torch_tpu program (magic {magic!r})")
         if version != FORMAT_VERSION:
-            raise ProgramError(f"format version {version}, this cmodel reads {FORMAT_VERSION}")
+            raise ProgramError(f"format version {version}, this cmodel reads {FORMAT_VERSION} (deploy the model again "
+                               "with this torch_tpu)")
         if _PREFIX.size + hlen > len(data):
             raise ProgramError(f"file is truncated: header of {hlen} bytes, {len(data) - _PREFIX.size} present")
         try:

@@ -18,8 +18,12 @@ Compute (per lane, the lanes run in parallel; a tile of C channels from lane l o
 a channel's H*W elements are padded to the alignment: ``eu(n) = align_up(n * esize, align) / esize``,
 alignment waste)::
 
-    conv2d     cycles = latency + ceil(N * groups(out) * eu(Ho*Wo) * (Cin/g * kh * kw) / macs[prec])
-    matmul     cycles = latency + ceil(B * groups(out: M on lanes) * eu(N) * K / macs[prec])
+    conv2d     cycles = latency + ceil(N * groups(out) * eu(Ho*Wo) * (Cin/g * kh * kw) / macs[prec]) [+ epilogue]
+    matmul     cycles = latency + ceil(B * groups(out: M on lanes) * eu(N) * K / macs[prec]) [+ epilogue]
+    epilogue   (a fused int8 requant) = ceil(out lane elements / elem[int8]): the requant pipeline after the MAC
+               array streams the int8 results at the target's int8 element rate, with no issue latency and no
+               pass over local memory (an unfused Requant pays latency + its int32 input at the f32 rate); the
+               MAC term's eu() then counts the int32 accumulator rows, as without the fused requant
     elementwise (eltwise, activation, cast, requant, lut)
                cycles = latency + ceil(N * groups(out) * eu(H*W) * ops / elem[prec])
     pool2d     ... with eu(Ho*Wo) * kh * kw element ops
@@ -122,19 +126,35 @@ def _compute(target: Target, per_lane_work: int, rate: int, ideal: float) -> Cos
                 ideal / (target.lanes * rate))
 
 
+def _acc_size(inst: isa.Conv2d | isa.MatMul) -> int:
+    """Element size of the rows the MAC array writes: the output's, or int32's when a requant is fused (the
+    accumulator is int32 either way, so fusing changes only the epilogue's cost)."""
+    return 4 if inst.multiplier else inst.out.dtype.size
+
+
+def _with_epilogue(cost: Cost, inst: isa.Conv2d | isa.MatMul, target: Target) -> Cost:
+    """A fused requant adds ceil(out lane elements / int8 element rate) cycles (module docstring)."""
+    if not inst.multiplier:
+        return cost
+    extra = math.ceil(_lane_elems(inst.out, target) / target.elem_ops_per_cycle[inst.out.dtype.precision])
+    return dataclasses.replace(cost, cycles=cost.cycles + extra)
+
+
 def _conv_cost(inst: isa.Conv2d, target: Target) -> Cost:
     n, cin, _, _ = inst.x.shape
     _, cout, ho, wo = inst.out.shape
     k = cin // inst.groups * inst.kernel[0] * inst.kernel[1]
-    work = n * inst.out.groups(target) * _eu(ho * wo, inst.out.dtype.size, target) * k
-    return _compute(target, work, target.macs_per_cycle[inst.x.dtype.precision], n * cout * ho * wo * k)
+    work = n * inst.out.groups(target) * _eu(ho * wo, _acc_size(inst), target) * k
+    cost = _compute(target, work, target.macs_per_cycle[inst.x.dtype.precision], n * cout * ho * wo * k)
+    return _with_epilogue(cost, inst, target)
 
 
 def _matmul_cost(inst: isa.MatMul, target: Target) -> Cost:
     b, m, _, k = inst.a.shape
     n = inst.out.shape[3]
-    work = b * inst.out.groups(target) * _eu(n, inst.out.dtype.size, target) * k
-    return _compute(target, work, target.macs_per_cycle[inst.a.dtype.precision], b * m * n * k)
+    work = b * inst.out.groups(target) * _eu(n, _acc_size(inst), target) * k
+    cost = _compute(target, work, target.macs_per_cycle[inst.a.dtype.precision], b * m * n * k)
+    return _with_epilogue(cost, inst, target)
 
 
 def _elementwise_cost(ops: Callable[[isa.Instruction], int], src: str = "x", over: str = "out"

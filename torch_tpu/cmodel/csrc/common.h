@@ -98,10 +98,20 @@ void cm_from_i64_sat(const int64_t *src, size_t n, int dt, void *dst);
  * out[i, j] = act(sum_k A[i, k] B[k, j] + bias) rounded once to od; A row-major M x K (f32, or int8 for
  * cm_igemm); B row-major K x N with row stride ldb, or, with conv set, the implicit im2col of one conv input
  * group (cig x H x W): row k = (c, ki, kj), column p = (oh, ow). Output rows have stride ldo elements.
- * Bias (f32 / int32) per row (bias_rows) or per column; act is an ACT_* code of kernels.h. Both return 0,
+ * Bias (f32 / int32) per row (bias_rows) or per column; act is an ACT_* code of kernels.h; an int8 GEMM may
+ * requantize its output in the epilogue (rq, int8 output). A conv's padded taps read conv->pad_value. Both return 0,
  * or -1 when out of memory. Threaded over M/N tiles (threads.h); results do not depend on the split. */
 
-typedef struct { int64_t H, W, kh, kw, sh, sw, pt, pl, dh, dw, Wo; } CmConvGeom;
+typedef struct { int64_t H, W, kh, kw, sh, sw, pt, pl, dh, dw, Wo; int pad_value; } CmConvGeom;
+
+/* The fused requantization of an int8 GEMM (kernels_ref.requant_epilogue): with n > 0, the int8 output is
+ * clamp(rshift_rhaz(sat_int32(act(acc + bias)) * mult[p], shift[p]) + zp, lo, hi), p = 0 when n == 1, else the
+ * output row (per_col 0: a conv's output channel) or column (per_col 1: a matmul's N); n == 0: no requant. */
+typedef struct {
+    const int32_t *mult, *shift;
+    int64_t n, zp;
+    int per_col, lo, hi;
+} CmRequant;
 
 typedef struct {
     const void *a;
@@ -116,6 +126,7 @@ typedef struct {
     void *out;
     int od;
     size_t ldo;
+    const CmRequant *rq; /* NULL or n == 0: no fused requant; rows / columns counted from the GEMM's origin */
 } CmGemm;
 
 int cm_sgemm(const CmGemm *g);

@@ -1,6 +1,7 @@
 /* Packed, blocked, threaded GEMM: f32 (FMA) and int8 x int8 -> int32, with a fused epilogue.
  *
- * out[i, j] = act(sum_k A[i, k] B[k, j] + bias) rounded once to the output dtype, A row-major M x K,
+ * out[i, j] = act(sum_k A[i, k] B[k, j] + bias) rounded once to the output dtype (int8: optionally requantized,
+ * per row or column, in the same epilogue while the int32 micro-tile is in L1), A row-major M x K,
  * B either a dense row-major K x N matrix or the implicit im2col of one convolution input (rows
  * k = (c, ki, kj), columns p = (oh, ow)), never materialised.
  *
@@ -94,6 +95,7 @@ static void conv_row(const CmConvGeom *g, const char *x, size_t es, size_t k, si
     if (hi > Wo) hi = Wo;
     if (lo > hi) lo = hi;
     const char *xc = x + (size_t)(ci * g->H * W) * es;
+    int pv = es == 1 ? g->pad_value : 0; /* padded taps: the int8 pad value's byte, or f32 zeros */
     i64 oh = (i64)j0 / Wo, ow = (i64)j0 % Wo;
     size_t done = 0;
     while (done < n) {
@@ -101,10 +103,10 @@ static void conv_row(const CmConvGeom *g, const char *x, size_t es, size_t k, si
         i64 ih = oh * g->sh - g->pt + ki * g->dh;
         char *d = dst + done * es;
         if (ih < 0 || ih >= g->H) {
-            memset(d, 0, (size_t)seg * es);
+            memset(d, pv, (size_t)seg * es);
         } else {
             i64 e = ow + seg, a = lo < ow ? ow : lo > e ? e : lo, b = hi < a ? a : hi > e ? e : hi;
-            memset(d, 0, (size_t)(a - ow) * es);
+            memset(d, pv, (size_t)(a - ow) * es);
             const char *src = xc + (size_t)(ih * W + off) * es;
             if (sw == 1) {
                 memcpy(d + (size_t)(a - ow) * es, src + (size_t)a * es, (size_t)(b - a) * es);
@@ -117,7 +119,7 @@ static void conv_row(const CmConvGeom *g, const char *x, size_t es, size_t k, si
                 const int8_t *si = (const int8_t *)src;
                 for (i64 q = a; q < b; q++) di[q] = si[q * sw];
             }
-            memset(d + (size_t)(b - ow) * es, 0, (size_t)(ow + seg - b) * es);
+            memset(d + (size_t)(b - ow) * es, pv, (size_t)(ow + seg - b) * es);
         }
         done += (size_t)seg;
         oh++;
@@ -371,7 +373,100 @@ static void epilogue_f32(const CmGemm *g, const float *C, size_t ldc, size_t i0,
     }
 }
 
+/* The fused requant of one row segment (kernels_ref.requant_epilogue): v = clamp(acc + bias, L, U), [L, U] the
+ * activation's range intersected with int32 (clamping to the one and then the other is clamping to that), then
+ * clamp(rshift_rhaz(v * m, s) + zp, qlo, qhi) into int8. cb: per-column bias, else rb; m, s: per column when
+ * per_col, else one pair. The portable loop, and AVX2 on 8 outputs at a time (the AVX2 loop returns how many it
+ * did); the int64 products and shifts are the same in both. */
+typedef struct { int64_t L, U, zp, qlo, qhi; } RqBounds;
+
+static void rq_tail(const int32_t *row, size_t j, size_t n, const int32_t *cb, int64_t rb, const RqBounds *q,
+                    const int32_t *m, const int32_t *s, int per_col, int8_t *o) {
+    for (; j < n; j++) {
+        int64_t v = (int64_t)row[j] + (cb ? cb[j] : rb);
+        v = v < q->L ? q->L : v > q->U ? q->U : v;
+        size_t p = per_col ? j : 0;
+        v = rshift_rhaz(v * (int64_t)m[p], s[p]) + q->zp;
+        o[j] = (int8_t)(v < q->qlo ? q->qlo : v > q->qhi ? q->qhi : v);
+    }
+}
+
+#ifdef CM_X86
+__attribute__((target("avx2")))
+static __m256i rq4_avx2(__m256i v, __m256i vm, __m256i vs, const RqBounds *q) {
+    const __m256i zero = _mm256_setzero_si256(), one = _mm256_set1_epi64x(1);
+    __m256i L = _mm256_set1_epi64x(q->L), U = _mm256_set1_epi64x(q->U);
+    __m256i qlo = _mm256_set1_epi64x(q->qlo), qhi = _mm256_set1_epi64x(q->qhi);
+    v = _mm256_blendv_epi8(v, L, _mm256_cmpgt_epi64(L, v));
+    v = _mm256_blendv_epi8(v, U, _mm256_cmpgt_epi64(v, U));
+    v = _mm256_mul_epi32(v, vm);                                 /* v fits int32, m in [0, 2^31): exact */
+    __m256i sg = _mm256_cmpgt_epi64(zero, v), half = _mm256_srli_epi64(_mm256_sllv_epi64(one, vs), 1);
+    v = _mm256_sub_epi64(_mm256_xor_si256(v, sg), sg);           /* |v| < 2^62, + half < 2^63 */
+    v = _mm256_srlv_epi64(_mm256_add_epi64(v, half), vs);
+    v = _mm256_add_epi64(_mm256_sub_epi64(_mm256_xor_si256(v, sg), sg), _mm256_set1_epi64x(q->zp));
+    v = _mm256_blendv_epi8(v, qlo, _mm256_cmpgt_epi64(qlo, v));
+    return _mm256_blendv_epi8(v, qhi, _mm256_cmpgt_epi64(v, qhi));
+}
+
+__attribute__((target("avx2")))
+static size_t rq_row_avx2(const int32_t *row, size_t n, const int32_t *cb, int64_t rb, const RqBounds *q,
+                          const int32_t *m, const int32_t *s, int per_col, int8_t *o) {
+    const __m256i lo32 = _mm256_setr_epi32(0, 2, 4, 6, 1, 3, 5, 7);
+    __m256i vrb = _mm256_set1_epi64x(rb), vm = _mm256_set1_epi64x(m[0]), vs = _mm256_set1_epi64x(s[0]);
+    __m256i vm1 = vm, vs1 = vs;
+    size_t j = 0;
+    for (; j + 8 <= n; j += 8) {
+        __m256i v0 = _mm256_cvtepi32_epi64(_mm_loadu_si128((const __m128i *)(row + j)));
+        __m256i v1 = _mm256_cvtepi32_epi64(_mm_loadu_si128((const __m128i *)(row + j + 4)));
+        if (cb) {
+            v0 = _mm256_add_epi64(v0, _mm256_cvtepi32_epi64(_mm_loadu_si128((const __m128i *)(cb + j))));
+            v1 = _mm256_add_epi64(v1, _mm256_cvtepi32_epi64(_mm_loadu_si128((const __m128i *)(cb + j + 4))));
+        } else {
+            v0 = _mm256_add_epi64(v0, vrb);
+            v1 = _mm256_add_epi64(v1, vrb);
+        }
+        if (per_col) {
+            vm = _mm256_cvtepi32_epi64(_mm_loadu_si128((const __m128i *)(m + j)));
+            vm1 = _mm256_cvtepi32_epi64(_mm_loadu_si128((const __m128i *)(m + j + 4)));
+            vs = _mm256_cvtepi32_epi64(_mm_loadu_si128((const __m128i *)(s + j)));
+            vs1 = _mm256_cvtepi32_epi64(_mm_loadu_si128((const __m128i *)(s + j + 4)));
+        }
+        v0 = _mm256_permutevar8x32_epi32(rq4_avx2(v0, vm, vs, q), lo32);   /* int8 values in int64 lanes: */
+        v1 = _mm256_permutevar8x32_epi32(rq4_avx2(v1, vm1, vs1, q), lo32); /* low halves to the front */
+        __m128i w = _mm_packs_epi32(_mm256_castsi256_si128(v0), _mm256_castsi256_si128(v1));
+        _mm_storel_epi64((__m128i *)(o + j), _mm_packs_epi16(w, w));
+    }
+    return j;
+}
+#endif
+
+static void epilogue_rq(const CmGemm *g, const int32_t *C, size_t ldc, size_t i0, size_t mc, size_t j0, size_t nc) {
+    const CmRequant *rq = g->rq;
+    const int32_t *bias = (const int32_t *)g->bias;
+    int64_t lo = (int64_t)g->lo, hi = (int64_t)g->hi, L = INT32_MIN, U = INT32_MAX;
+    if (g->act == ACT_RELU) L = 0;
+    else if (g->act == ACT_CLIP) { /* clamp(clamp(v, lo, hi), I32) = clamp(v, clamp(lo, I32), clamp(hi, I32)) */
+        L = lo < INT32_MIN ? INT32_MIN : lo > INT32_MAX ? INT32_MAX : lo;
+        U = hi < INT32_MIN ? INT32_MIN : hi > INT32_MAX ? INT32_MAX : hi;
+    }
+    RqBounds q = {L, U, rq->zp, rq->lo, rq->hi};
+    int per_col = rq->n > 1 && rq->per_col;
+    for (size_t i = 0; i < mc; i++) {
+        const int32_t *row = C + i * ldc;
+        int64_t rb = bias && g->bias_rows ? bias[i0 + i] : 0;
+        const int32_t *cb = bias && !g->bias_rows ? bias + j0 : NULL;
+        size_t p = rq->n == 1 ? 0 : per_col ? j0 : i0 + i;
+        int8_t *o = (int8_t *)g->out + (i0 + i) * g->ldo + j0;
+        size_t j = 0;
+#ifdef CM_X86
+        if (cm_simd_level() > 0) j = rq_row_avx2(row, nc, cb, rb, &q, rq->mult + p, rq->shift + p, per_col, o);
+#endif
+        rq_tail(row, j, nc, cb, rb, &q, rq->mult + p, rq->shift + p, per_col, o);
+    }
+}
+
 static void epilogue_i32(const CmGemm *g, const int32_t *C, size_t ldc, size_t i0, size_t mc, size_t j0, size_t nc) {
+    if (g->rq && g->rq->n > 0) { epilogue_rq(g, C, ldc, i0, mc, j0, nc); return; }
     const int32_t *bias = (const int32_t *)g->bias;
     int64_t lo = (int64_t)g->lo, hi = (int64_t)g->hi, omin = dt_min(g->od), omax = dt_max(g->od);
     for (size_t i = 0; i < mc; i++) {

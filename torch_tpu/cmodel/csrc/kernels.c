@@ -40,6 +40,8 @@ typedef struct {
     float lo, hi;
     i64 ntasks;
     int failed;
+    int pad_value;        /* int8: what a padded tap reads */
+    const CmRequant *rq;  /* int8: fused requant per output channel, or NULL */
 } DwJob;
 
 /* one output plane (n, o) summed over k = (ki, kj) in order; the f32 body is compiled once per SIMD level */
@@ -86,6 +88,43 @@ static void dw_plane_i8(const DwJob *j, i64 n, i64 o, int32_t *acc) {
     DW_PLANE_BODY(int8_t, int32_t, acc, xs, ws)
 }
 
+/* the padded taps of one int8 plane: acc += pad_value * w for every tap outside the input (the loops above
+ * skip them, so this is the whole difference to a conv over the input padded with pad_value) */
+static void dw_pad_i8(const DwJob *j, i64 o, int32_t *acc) {
+    const int8_t *ws = (const int8_t *)j->w;
+    for (i64 oh = 0; oh < j->Ho; oh++) {
+        int32_t *a = acc + oh * j->Wo;
+        for (i64 ki = 0; ki < j->kh; ki++) {
+            i64 ih = oh * j->sh - j->pt + ki * j->dh;
+            int row_in = ih >= 0 && ih < j->H;
+            for (i64 kj = 0; kj < j->kw; kj++) {
+                int32_t pw = (int32_t)j->pad_value * ws[(o * j->kh + ki) * j->kw + kj];
+                i64 off = kj * j->dw - j->pl, sw = j->sw, lo = 0, hi = 0; /* valid ow: [lo, hi) */
+                if (row_in) {
+                    lo = off >= 0 ? 0 : (-off + sw - 1) / sw;
+                    hi = j->W - off <= 0 ? 0 : (j->W - off + sw - 1) / sw;
+                    if (hi > j->Wo) hi = j->Wo;
+                    if (lo > hi) lo = hi;
+                }
+                for (i64 ow = 0; ow < lo; ow++) a[ow] = (int32_t)((uint32_t)a[ow] + (uint32_t)pw);
+                for (i64 ow = hi; ow < j->Wo; ow++) a[ow] = (int32_t)((uint32_t)a[ow] + (uint32_t)pw);
+            }
+        }
+    }
+}
+
+/* kernels_ref.requant_epilogue of int64 values r (already act(acc + bias)) into int8, parameters of channel o */
+static void rq_plane(const CmRequant *rq, i64 o, const int64_t *r, i64 n, int8_t *dst) {
+    i64 p = rq->n == 1 ? 0 : o;
+    int64_t m = rq->mult[p];
+    int s = rq->shift[p];
+    for (i64 i = 0; i < n; i++) {
+        int64_t v = r[i] < INT32_MIN ? INT32_MIN : r[i] > INT32_MAX ? INT32_MAX : r[i];
+        v = rshift_rhaz(v * m, s) + rq->zp;
+        dst[i] = (int8_t)(v < rq->lo ? rq->lo : v > rq->hi ? rq->hi : v);
+    }
+}
+
 static void dw_task(void *ctx, size_t t) {
     DwJob *j = (DwJob *)ctx;
     i64 planes = j->N * j->Cout, p0 = planes * (i64)t / j->ntasks, p1 = planes * ((i64)t + 1) / j->ntasks;
@@ -99,9 +138,11 @@ static void dw_task(void *ctx, size_t t) {
             int32_t *a = (int32_t *)acc;
             int64_t *r = (int64_t *)acc;
             dw_plane_i8(j, n, o, a);
+            if (j->pad_value) dw_pad_i8(j, o, a);
             int64_t bv = j->bias ? ((const int32_t *)j->bias)[o] : 0;
             for (i64 p = P - 1; p >= 0; p--) r[p] = act_i((int64_t)a[p] + bv, j->act, j->lo, j->hi); /* in place, widening */
-            cm_from_i64_sat(r, (size_t)P, j->od, dst);
+            if (j->rq) rq_plane(j->rq, o, r, P, (int8_t *)dst);
+            else cm_from_i64_sat(r, (size_t)P, j->od, dst);
         } else {
             float *a = (float *)acc;
 #ifdef CM_DW_AVX2
@@ -127,11 +168,13 @@ static void dw_task(void *ctx, size_t t) {
 }
 
 /* ---- conv2d: packed GEMM per (n, group) over the implicit im2col (1x1 stride-1 reads x as B directly);
- * depthwise runs direct loops. Bias, activation and the output rounding are fused into the GEMM. ------- */
+ * depthwise runs direct loops. Bias, activation, an int8 requant and the output rounding are fused into the
+ * GEMM; padded taps read pad_value (int8; float convs pad with 0). ------------------------------------- */
 
 const char *cm_conv2d(void *out, int od, const void *x, int xd, const void *w, int wd, const void *bias, int bd,
                       i64 N, i64 Cin, i64 H, i64 W, i64 Cout, i64 kh, i64 kw, i64 Ho, i64 Wo, i64 sh, i64 sw,
-                      i64 pt, i64 pl, i64 dh, i64 dw, i64 groups, int act, float lo, float hi) {
+                      i64 pt, i64 pl, i64 dh, i64 dw, i64 groups, int act, float lo, float hi, int pad_value,
+                      const CmRequant *rq) {
     i64 cig = Cin / groups, cog = Cout / groups, Kc = cig * kh * kw, P = Ho * Wo;
     int is_int = !dt_is_float(xd);
     int depthwise = cig == 1 && groups > 1;
@@ -145,21 +188,29 @@ const char *cm_conv2d(void *out, int od, const void *x, int xd, const void *w, i
     if (!xs || !ws || (bias && !bs)) { err = NOMEM; goto done; }
     if (depthwise) {
         DwJob j = {out, od, is_int, act, xs, ws, bs, N, Cin, H, W, Cout, kh, kw, Ho, Wo, sh, sw, pt, pl, dh, dw,
-                   lo, hi, 0, 0};
+                   lo, hi, 0, 0, is_int ? pad_value : 0, rq && rq->n > 0 ? rq : NULL};
         i64 planes = N * Cout, work = planes * P * kh * kw;
         j.ntasks = work < 100000 ? 1 : planes < 256 ? planes : 256;
         cm_parallel_for((size_t)j.ntasks, dw_task, &j);
         if (j.failed) err = NOMEM;
         goto done;
     }
-    CmConvGeom geom = {H, W, kh, kw, sh, sw, pt, pl, dh, dw, Wo};
+    CmConvGeom geom = {H, W, kh, kw, sh, sw, pt, pl, dh, dw, Wo, is_int ? pad_value : 0};
     for (i64 n = 0; n < N && !err; n++)
         for (i64 g = 0; g < groups && !err; g++) {
+            /* a group's requant parameters start at its first output channel (per-tensor: the one pair) */
+            CmRequant rg = {0};
+            if (rq && rq->n > 0) {
+                rg = *rq;
+                if (rq->n > 1) { rg.mult += g * cog; rg.shift += g * cog; }
+                rg.per_col = 0;
+            }
             CmGemm G = {(const char *)ws + (size_t)(g * cog * Kc) * esz,
                         (const char *)xs + (size_t)((n * Cin + g * cig) * H * W) * esz, (size_t)P,
                         direct ? NULL : &geom, (size_t)cog, (size_t)P, (size_t)Kc,
                         bs ? (const char *)bs + (size_t)(g * cog) * 4 : NULL, 1, act, lo, hi,
-                        (char *)out + (size_t)((n * Cout + g * cog) * P) * DT_SIZE[od], od, (size_t)P};
+                        (char *)out + (size_t)((n * Cout + g * cog) * P) * DT_SIZE[od], od, (size_t)P,
+                        rg.n > 0 ? &rg : NULL};
             if (is_int ? cm_igemm(&G) : cm_sgemm(&G)) err = NOMEM;
         }
 done:
@@ -172,8 +223,10 @@ done:
 /* ---- (batched) matmul: out[b] = a[b] . b[b or 0] + bias (per column), through the packed GEMM -------- */
 
 const char *cm_matmul(void *out, int od, const void *a, int ad, const void *b, int bd, const void *bias, int biasd,
-                      i64 B, i64 Bb, i64 M, i64 K, i64 N, int act, float lo, float hi) {
+                      i64 B, i64 Bb, i64 M, i64 K, i64 N, int act, float lo, float hi, const CmRequant *rq) {
     int is_int = !dt_is_float(ad);
+    CmRequant rc = {0}; /* per output column */
+    if (rq && rq->n > 0) { rc = *rq; rc.per_col = 1; }
     size_t esz = is_int ? 1 : 4;
     const void *as = is_int || ad == DT_F32 ? a : (const void *)f32_copy(a, ad, (size_t)(B * M * K));
     const void *bs = is_int || bd == DT_F32 ? b : (const void *)f32_copy(b, bd, (size_t)(Bb * K * N));
@@ -183,7 +236,7 @@ const char *cm_matmul(void *out, int od, const void *a, int ad, const void *b, i
     for (i64 i = 0; i < B && !err; i++) {
         CmGemm G = {(const char *)as + (size_t)(i * M * K) * esz, (const char *)bs + (size_t)((Bb == 1 ? 0 : i) * K * N) * esz,
                     (size_t)N, NULL, (size_t)M, (size_t)N, (size_t)K, cs, 0, act, lo, hi,
-                    (char *)out + (size_t)(i * M * N) * DT_SIZE[od], od, (size_t)N};
+                    (char *)out + (size_t)(i * M * N) * DT_SIZE[od], od, (size_t)N, rc.n > 0 ? &rc : NULL};
         if (is_int ? cm_igemm(&G) : cm_sgemm(&G)) err = NOMEM;
     }
     if (as != a) free((void *)as);
@@ -234,6 +287,49 @@ typedef struct {
     int64_t sc;
     size_t n;
 } EwIntJob;
+
+/* add / sub into int32 of int32 + int32 or int8 / int32 + scalar (the int8 models' residual adds and zero-point
+ * subtractions): typed loops the compiler vectorises, the same int64 sum and saturation as the general path */
+#define EW_ADD32_BODY                                                                                          \
+    size_t i0 = t * EWI_CHUNK, i1 = j->n - i0 < EWI_CHUNK ? j->n : i0 + EWI_CHUNK;                            \
+    int64_t sg = j->op == EW_SUB ? -1 : 1, sc = sg * j->sc;                                                   \
+    int32_t *o = (int32_t *)j->out;                                                                           \
+    if (j->b) {                                                                                               \
+        const int32_t *x = (const int32_t *)j->a, *y = (const int32_t *)j->b;                                 \
+        for (size_t i = i0; i < i1; i++) {                                                                    \
+            int64_t v = (int64_t)x[i] + sg * (int64_t)y[i];                                                   \
+            o[i] = (int32_t)(v < INT32_MIN ? INT32_MIN : v > INT32_MAX ? INT32_MAX : v);                      \
+        }                                                                                                     \
+    } else if (j->ad == DT_I8) {                                                                              \
+        const int8_t *x = (const int8_t *)j->a;                                                               \
+        for (size_t i = i0; i < i1; i++) {                                                                    \
+            int64_t v = (int64_t)x[i] + sc;                                                                   \
+            o[i] = (int32_t)(v < INT32_MIN ? INT32_MIN : v > INT32_MAX ? INT32_MAX : v);                      \
+        }                                                                                                     \
+    } else {                                                                                                  \
+        const int32_t *x = (const int32_t *)j->a;                                                             \
+        for (size_t i = i0; i < i1; i++) {                                                                    \
+            int64_t v = (int64_t)x[i] + sc;                                                                   \
+            o[i] = (int32_t)(v < INT32_MIN ? INT32_MIN : v > INT32_MAX ? INT32_MAX : v);                      \
+        }                                                                                                     \
+    }
+
+static int ew_add32_case(const EwIntJob *j) {
+    return (j->op == EW_ADD || j->op == EW_SUB) && j->od == DT_I32 && j->sc > INT32_MIN && j->sc <= INT32_MAX &&
+           (j->b ? j->ad == DT_I32 && j->bd == DT_I32 : (j->ad == DT_I32 || j->ad == DT_I8));
+}
+
+static void ew_add32_task(void *ctx, size_t t) {
+    const EwIntJob *j = (const EwIntJob *)ctx;
+    EW_ADD32_BODY
+}
+
+#if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
+__attribute__((target("avx2"))) static void ew_add32_task_avx2(void *ctx, size_t t) {
+    const EwIntJob *j = (const EwIntJob *)ctx;
+    EW_ADD32_BODY
+}
+#endif
 
 static void ew_int_task(void *ctx, size_t t) {
     EwIntJob *j = (EwIntJob *)ctx;
@@ -295,7 +391,14 @@ const char *cm_eltwise(void *out, int od, const void *a, int ad, const i64 *as, 
     if (op == EW_DIV) return "integer division is not an eltwise op";
     if (same_a && same_b) { /* no broadcast: chunks through small int64 buffers, in parallel */
         EwIntJob j = {out, a, b, od, ad, bd, op, (int64_t)scalar, no};
-        cm_parallel_for((no + EWI_CHUNK - 1) / EWI_CHUNK, ew_int_task, &j);
+        cm_task_fn fn = ew_int_task;
+        if (ew_add32_case(&j)) {
+            fn = ew_add32_task;
+#if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
+            if (cm_simd_level() > 0) fn = ew_add32_task_avx2;
+#endif
+        }
+        cm_parallel_for((no + EWI_CHUNK - 1) / EWI_CHUNK, fn, &j);
         return NULL;
     }
     int64_t *ia = i64_copy(a, ad, (size_t)na), *ib = b ? i64_copy(b, bd, (size_t)nb) : NULL;
@@ -543,25 +646,44 @@ static void rq_task(void *ctx, size_t t) { RQ_TASK_BODY }
 #if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
 #include <immintrin.h>
 
-/* int32 -> int8, 4 lanes of int64: the same formula (|x m| + half) >> s with the sign put back, + zp, clamp */
+/* 4 lanes of int64 (values that fit int32): the same formula (|x m| + half) >> s with the sign put back, + zp,
+ * clamped to [lo, hi] */
 __attribute__((target("avx2")))
-static i64 rq_i32_i8_avx2(const int32_t *x, int8_t *o, i64 n, int64_t m, int s, int64_t half, int64_t zp) {
+static inline __m256i rq4_avx2(__m256i v, __m256i vm, __m256i vh, __m128i cnt, __m256i vz, __m256i lo, __m256i hi) {
+    __m256i zero = _mm256_setzero_si256();
+    v = _mm256_mul_epi32(v, vm);                          /* signed 32 x 32 -> 64 (m < 2^31) */
+    __m256i sg = _mm256_cmpgt_epi64(zero, v);
+    v = _mm256_sub_epi64(_mm256_xor_si256(v, sg), sg);    /* |v| */
+    v = _mm256_srl_epi64(_mm256_add_epi64(v, vh), cnt);
+    v = _mm256_add_epi64(_mm256_sub_epi64(_mm256_xor_si256(v, sg), sg), vz);
+    v = _mm256_blendv_epi8(v, lo, _mm256_cmpgt_epi64(lo, v));
+    return _mm256_blendv_epi8(v, hi, _mm256_cmpgt_epi64(v, hi));
+}
+
+/* one plane, 4 at a time, of int32 or int8 input into int8 or int32 output; returns how many it did */
+__attribute__((target("avx2")))
+static i64 rq_plane_avx2(const void *x, int xd, void *o, int od, i64 n, int64_t m, int s, int64_t half, int64_t zp) {
     __m256i vm = _mm256_set1_epi64x(m), vh = _mm256_set1_epi64x(half), vz = _mm256_set1_epi64x(zp);
-    __m256i lo = _mm256_set1_epi64x(-128), hi = _mm256_set1_epi64x(127), zero = _mm256_setzero_si256();
+    __m256i lo = _mm256_set1_epi64x(dt_min(od)), hi = _mm256_set1_epi64x(dt_max(od));
+    const __m256i lo32 = _mm256_setr_epi32(0, 2, 4, 6, 1, 3, 5, 7);
     __m128i cnt = _mm_cvtsi32_si128(s);
     i64 i = 0;
     for (; i + 4 <= n; i += 4) {
-        __m256i v = _mm256_cvtepi32_epi64(_mm_loadu_si128((const __m128i *)(x + i)));
-        v = _mm256_mul_epi32(v, vm);                          /* signed 32 x 32 -> 64 (m < 2^31) */
-        __m256i sg = _mm256_cmpgt_epi64(zero, v);
-        v = _mm256_sub_epi64(_mm256_xor_si256(v, sg), sg);    /* |v| */
-        v = _mm256_srl_epi64(_mm256_add_epi64(v, vh), cnt);
-        v = _mm256_add_epi64(_mm256_sub_epi64(_mm256_xor_si256(v, sg), sg), vz);
-        v = _mm256_blendv_epi8(v, lo, _mm256_cmpgt_epi64(lo, v));
-        v = _mm256_blendv_epi8(v, hi, _mm256_cmpgt_epi64(v, hi));
-        int32_t lanes[8];
-        _mm256_storeu_si256((__m256i *)lanes, v);
-        o[i] = (int8_t)lanes[0]; o[i + 1] = (int8_t)lanes[2]; o[i + 2] = (int8_t)lanes[4]; o[i + 3] = (int8_t)lanes[6];
+        __m256i v;
+        if (xd == DT_I32) v = _mm256_cvtepi32_epi64(_mm_loadu_si128((const __m128i *)((const int32_t *)x + i)));
+        else {
+            int32_t w;
+            memcpy(&w, (const int8_t *)x + i, 4);
+            v = _mm256_cvtepi8_epi64(_mm_cvtsi32_si128(w));
+        }
+        v = _mm256_permutevar8x32_epi32(rq4_avx2(v, vm, vh, cnt, vz, lo, hi), lo32); /* low halves in front */
+        __m128i r = _mm256_castsi256_si128(v);
+        if (od == DT_I32) _mm_storeu_si128((__m128i *)((int32_t *)o + i), r);
+        else {
+            r = _mm_packs_epi32(r, r);
+            int32_t w = _mm_cvtsi128_si32(_mm_packs_epi16(r, r));
+            memcpy((int8_t *)o + i, &w, 4);
+        }
     }
     return i;
 }
@@ -570,20 +692,26 @@ __attribute__((target("avx2"))) static void rq_task_avx2_other(void *ctx, size_t
 
 __attribute__((target("avx2"))) static void rq_task_avx2(void *ctx, size_t t) {
     const RqJob *j = (const RqJob *)ctx;
-    if (j->xd == DT_I32 && j->od == DT_I8) {
+    if ((j->xd == DT_I32 || j->xd == DT_I8) && (j->od == DT_I8 || j->od == DT_I32)) {
         i64 p0 = j->planes * (i64)t / j->ntasks, p1 = j->planes * ((i64)t + 1) / j->ntasks, inner = j->inner;
+        size_t xs = (size_t)DT_SIZE[j->xd], os = (size_t)DT_SIZE[j->od];
+        int64_t lo = dt_min(j->od), hi = dt_max(j->od), zp = j->zp;
         for (i64 pl = p0; pl < p1; pl++) {
             i64 p = j->nparams == 1 ? 0 : pl % j->C;
-            int64_t m = j->mult[p], lo = -128, hi = 127, zp = j->zp;
+            int64_t m = j->mult[p];
             int s = j->shift[p];
             int64_t half = s > 0 ? (int64_t)1 << (s - 1) : 0;
-            const int32_t *xi = (const int32_t *)j->x + pl * inner;
-            int8_t *o = (int8_t *)j->out + pl * inner;
-            for (i64 i = rq_i32_i8_avx2(xi, o, inner, m, s, half, zp); i < inner; i++) {
-                int64_t v = (int64_t)xi[i] * m, sg = v < 0 ? -1 : 0;
+            const char *xp = (const char *)j->x + (size_t)(pl * inner) * xs;
+            char *op = (char *)j->out + (size_t)(pl * inner) * os;
+            for (i64 i = rq_plane_avx2(xp, j->xd, op, j->od, inner, m, s, half, zp); i < inner; i++) {
+                int64_t v = j->xd == DT_I32 ? (int64_t)((const int32_t *)xp)[i] : (int64_t)((const int8_t *)xp)[i];
+                v *= m;
+                int64_t sg = v < 0 ? -1 : 0;
                 v = ((((v ^ sg) - sg) + half) >> s ^ sg) - sg;
                 v += zp;
-                o[i] = (int8_t)(v < lo ? lo : v > hi ? hi : v);
+                v = v < lo ? lo : v > hi ? hi : v;
+                if (j->od == DT_I32) ((int32_t *)op)[i] = (int32_t)v;
+                else ((int8_t *)op)[i] = (int8_t)v;
             }
         }
         return;

@@ -3,6 +3,7 @@
 #ifndef TORCH_TPU_CMODEL_KERNELS_H
 #define TORCH_TPU_CMODEL_KERNELS_H
 #include <stdint.h>
+#include "common.h"
 
 typedef int64_t i64;
 
@@ -10,9 +11,10 @@ enum { ACT_NONE = 0, ACT_RELU = 1, ACT_RELU6 = 2, ACT_CLIP = 3 };
 
 const char *cm_conv2d(void *out, int od, const void *x, int xd, const void *w, int wd, const void *bias, int bd,
                       i64 N, i64 Cin, i64 H, i64 W, i64 Cout, i64 kh, i64 kw, i64 Ho, i64 Wo, i64 sh, i64 sw,
-                      i64 pt, i64 pl, i64 dh, i64 dw, i64 groups, int act, float lo, float hi);
+                      i64 pt, i64 pl, i64 dh, i64 dw, i64 groups, int act, float lo, float hi, int pad_value,
+                      const CmRequant *rq);
 const char *cm_matmul(void *out, int od, const void *a, int ad, const void *b, int bd, const void *bias, int biasd,
-                      i64 B, i64 Bb, i64 M, i64 K, i64 N, int act, float lo, float hi);
+                      i64 B, i64 Bb, i64 M, i64 K, i64 N, int act, float lo, float hi, const CmRequant *rq);
 const char *cm_eltwise(void *out, int od, const void *a, int ad, const i64 *ashape, const void *b, int bd,
                        const i64 *bshape, const i64 *oshape, int op, double scalar);
 const char *cm_activation(void *out, int od, const void *x, int xd, i64 n, int op, float alpha, float lo, float hi);

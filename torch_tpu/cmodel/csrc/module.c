@@ -217,15 +217,54 @@ static PyObject *py_copy(PyObject *self, PyObject *args) {
 
 /* ---- compute kernels --------------------------------------------------------------------------- */
 
+/* the fused requant of an int8 conv / matmul: (multiplier, shift, zero_point, qmin, qmax), multiplier and shift
+ * int32 buffers of 1 or `channels` values or both None (no requant, rq->n = 0); checks every value the kernels
+ * rely on (m in [0, 2^31), s in [0, 63], -128 <= qmin <= qmax <= 127, an int8 output of int8 operands) */
+static int rq_get(PyObject *m, PyObject *s, i64 zp, int qlo, int qhi, i64 channels, int is_int, int od, Buf *bm,
+                  Buf *bs, CmRequant *rq, const char *kernel) {
+    memset(rq, 0, sizeof(*rq));
+    if (m == Py_None && s == Py_None) return 0;
+    if (buf_get(m, bm, 0, "multiplier") || buf_get(s, bs, 0, "shift")) return -1;
+    i64 n = bm->held ? (i64)bm->v.len / 4 : 0;
+    if (!is_int || od != DT_I8) {
+        PyErr_Format(PyExc_ValueError, "%s: a fused requant needs int8 operands and an int8 output", kernel);
+        return -1;
+    }
+    if ((n != 1 && n != channels) || !bs->held || (i64)bm->v.len != n * 4 || (i64)bs->v.len != n * 4) {
+        PyErr_Format(PyExc_ValueError, "%s: requant multiplier and shift need 1 or %lld int32 values", kernel,
+                     (long long)channels);
+        return -1;
+    }
+    const int32_t *mv = (const int32_t *)bm->v.buf, *sv = (const int32_t *)bs->v.buf;
+    for (i64 i = 0; i < n; i++)
+        if (mv[i] < 0 || sv[i] < 0 || sv[i] > 63) {
+            PyErr_Format(PyExc_ValueError, "%s: requant multiplier outside [0, 2^31) or shift outside [0, 63]", kernel);
+            return -1;
+        }
+    if (qlo < -128 || qhi > 127 || qlo > qhi || zp <= INT32_MIN || zp > INT32_MAX) {
+        PyErr_Format(PyExc_ValueError, "%s: requant bounds [%d, %d] or zero point %lld out of range", kernel, qlo, qhi,
+                     (long long)zp);
+        return -1;
+    }
+    rq->mult = mv;
+    rq->shift = sv;
+    rq->n = n;
+    rq->zp = zp;
+    rq->lo = qlo;
+    rq->hi = qhi;
+    return 0;
+}
+
 static PyObject *py_conv2d(PyObject *self, PyObject *args) {
-    PyObject *o, *x, *w, *bias;
-    int od, xd, wd, bd, act;
-    i64 N, Cin, H, W, Cout, cig, kh, kw, Ho, Wo, sh, sw, pt, pl, dh, dw, g;
+    PyObject *o, *x, *w, *bias, *rm, *rs;
+    int od, xd, wd, bd, act, pad_value, qlo, qhi;
+    i64 N, Cin, H, W, Cout, cig, kh, kw, Ho, Wo, sh, sw, pt, pl, dh, dw, g, zp;
     float lo, hi;
-    Buf b[4] = {{.held = 0}, {.held = 0}, {.held = 0}, {.held = 0}};
-    if (!PyArg_ParseTuple(args, "OiOiOiOi(LLLL)(LLLL)(LL)(LL)(LL)(LL)Liff", &o, &od, &x, &xd, &w, &wd, &bias, &bd,
-                          &N, &Cin, &H, &W, &Cout, &cig, &kh, &kw, &Ho, &Wo, &sh, &sw, &pt, &pl, &dh, &dw, &g, &act,
-                          &lo, &hi))
+    Buf b[6] = {{.held = 0}, {.held = 0}, {.held = 0}, {.held = 0}, {.held = 0}, {.held = 0}};
+    CmRequant rq;
+    if (!PyArg_ParseTuple(args, "OiOiOiOi(LLLL)(LLLL)(LL)(LL)(LL)(LL)Liffi(OOLii)", &o, &od, &x, &xd, &w, &wd, &bias,
+                          &bd, &N, &Cin, &H, &W, &Cout, &cig, &kh, &kw, &Ho, &Wo, &sh, &sw, &pt, &pl, &dh, &dw, &g,
+                          &act, &lo, &hi, &pad_value, &rm, &rs, &zp, &qlo, &qhi))
         return NULL;
     i64 dx[] = {N, Cin, H, W}, dw_[] = {Cout, cig, kh, kw}, dout[] = {N, Cout, Ho, Wo}, dcol[] = {cig, kh, kw, Ho, Wo};
     i64 par[] = {sh, sw, pt, pl, dh, dw, g};
@@ -239,26 +278,34 @@ static PyObject *py_conv2d(PyObject *self, PyObject *args) {
         PyErr_SetString(PyExc_ValueError, "conv2d: integer conv needs int8 input and weight, int32 bias");
         return NULL;
     }
+    if (pad_value < -128 || pad_value > 127 || (pad_value && xd != DT_I8)) {
+        PyErr_SetString(PyExc_ValueError, "conv2d: a pad value is an int8 value of an int8 conv");
+        return NULL;
+    }
+    if (rq_get(rm, rs, zp, qlo, qhi, Cout, !dt_is_float(xd), od, &b[4], &b[5], &rq, "conv2d"))
+        return finish(NULL, b, 6);
     if (buf_get(o, &b[0], 1, "out") || buf_get(x, &b[1], 0, "x") || buf_get(w, &b[2], 0, "w") ||
         buf_get(bias, &b[3], 0, "bias"))
-        return finish(NULL, b, 4);
+        return finish(NULL, b, 6);
     if (buf_need(&b[0], N * Cout * Ho * Wo, od, "out") || buf_need(&b[1], N * Cin * H * W, xd, "x") ||
         buf_need(&b[2], Cout * (Cin / g) * kh * kw, wd, "w") || (b[3].held && buf_need(&b[3], Cout, bd, "bias")))
-        return finish(NULL, b, 4);
+        return finish(NULL, b, 6);
     const char *err;
     RUN_NOGIL(err, cm_conv2d(b[0].v.buf, od, b[1].v.buf, xd, b[2].v.buf, wd, b[3].held ? b[3].v.buf : NULL, bd,
-                                N, Cin, H, W, Cout, kh, kw, Ho, Wo, sh, sw, pt, pl, dh, dw, g, act, lo, hi));
-    return finish(err, b, 4);
+                                N, Cin, H, W, Cout, kh, kw, Ho, Wo, sh, sw, pt, pl, dh, dw, g, act, lo, hi, pad_value,
+                                &rq));
+    return finish(err, b, 6);
 }
 
 static PyObject *py_matmul(PyObject *self, PyObject *args) {
-    PyObject *o, *a, *bm, *bias;
-    int od, ad, bd, biasd, act;
-    i64 B, Bb, M, K, N;
+    PyObject *o, *a, *bm, *bias, *rm, *rs;
+    int od, ad, bd, biasd, act, qlo, qhi;
+    i64 B, Bb, M, K, N, zp;
     float lo, hi;
-    Buf b[4] = {{.held = 0}, {.held = 0}, {.held = 0}, {.held = 0}};
-    if (!PyArg_ParseTuple(args, "OiOiOiOi(LLLLL)iff", &o, &od, &a, &ad, &bm, &bd, &bias, &biasd, &B, &Bb, &M, &K, &N,
-                          &act, &lo, &hi))
+    Buf b[6] = {{.held = 0}, {.held = 0}, {.held = 0}, {.held = 0}, {.held = 0}, {.held = 0}};
+    CmRequant rq;
+    if (!PyArg_ParseTuple(args, "OiOiOiOi(LLLLL)iff(OOLii)", &o, &od, &a, &ad, &bm, &bd, &bias, &biasd, &B, &Bb, &M,
+                          &K, &N, &act, &lo, &hi, &rm, &rs, &zp, &qlo, &qhi))
         return NULL;
     i64 da[] = {B, M, K}, db[] = {Bb, K, N}, dout[] = {B, M, N};
     if (dims_ok(da, 3) || dims_ok(db, 3) || dims_ok(dout, 3)) return NULL;
@@ -267,16 +314,17 @@ static PyObject *py_matmul(PyObject *self, PyObject *args) {
         PyErr_SetString(PyExc_ValueError, "matmul: integer matmul needs int8 operands, int32 bias");
         return NULL;
     }
+    if (rq_get(rm, rs, zp, qlo, qhi, N, !dt_is_float(ad), od, &b[4], &b[5], &rq, "matmul")) return finish(NULL, b, 6);
     if (buf_get(o, &b[0], 1, "out") || buf_get(a, &b[1], 0, "a") || buf_get(bm, &b[2], 0, "b") ||
         buf_get(bias, &b[3], 0, "bias"))
-        return finish(NULL, b, 4);
+        return finish(NULL, b, 6);
     if (buf_need(&b[0], B * M * N, od, "out") || buf_need(&b[1], B * M * K, ad, "a") ||
         buf_need(&b[2], Bb * K * N, bd, "b") || (b[3].held && buf_need(&b[3], N, biasd, "bias")))
-        return finish(NULL, b, 4);
+        return finish(NULL, b, 6);
     const char *err;
     RUN_NOGIL(err, cm_matmul(b[0].v.buf, od, b[1].v.buf, ad, b[2].v.buf, bd, b[3].held ? b[3].v.buf : NULL,
-                                biasd, B, Bb, M, K, N, act, lo, hi));
-    return finish(err, b, 4);
+                                biasd, B, Bb, M, K, N, act, lo, hi, &rq));
+    return finish(err, b, 6);
 }
 
 static PyObject *py_eltwise(PyObject *self, PyObject *args) {

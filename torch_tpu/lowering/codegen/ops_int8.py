@@ -1,36 +1,36 @@
 """Codegen of the INT8 TPU ops (``torch_tpu/tpu_ops/int8_*.py``) as sequences of existing instructions.
 
-Every handler reproduces its reference op bit for bit. The ISA's integer instructions have no input zero
-point, so zero points are moved out of the MACs by exact integer identities (``K`` = reduction length)::
+Every handler reproduces its reference op bit for bit. The ISA's integer MACs have no input zero point, so zero
+points are moved out of the MACs by exact integer identities (``K`` = reduction length)::
 
-    conv2d_int8   acc = conv(x, w) + bias - x_zp·W[o] + E[o, i, j]           (int32)
-                  W[o] = sum of w[o]; E = x_zp·(W[o] - S[o, i, j]) with S the sum of the weights whose taps
-                  fall inside the image (E is 0 away from the padded border: a constant map, added per slice)
-    linear_int8   a 1x1 conv of x viewed (M, K, 1, 1): output features on the lanes, so the per-feature
-                  requant is per channel; bias - x_zp·W[o] as above (no padding, no map)
-    matmul_int8   acc = a@b - b_zp·rowsum(a) - a_zp·(colsum(b) - K·b_zp)
+    conv2d_int8   out = requant(conv(x padded with x_zp, w) + bias - x_zp·W[o])   (W[o] = sum of w[o])
+                  one ``conv2d``: pad_value = x_zp makes a padded tap read x_zp, i.e. contribute
+                  (x_zp - x_zp)·w = 0 after the folded bias, exactly as the reference's zero padding of x - x_zp;
+                  the per-channel requant, the output zero point and the bounds are fused into it
+    linear_int8   one row: a 1x1 ``conv2d`` of x viewed (1, K, 1, 1) (features on the lanes); more rows: a
+                  ``matmul`` x (M, K) @ W^T (K, N) with the requant per output column; bias - x_zp·W[n] as above
+    matmul_int8   acc = a@b - b_zp·rowsum(a) - a_zp·(colsum(b) - K·b_zp); without zero points one ``matmul``
+                  with the requant fused, else ``matmul`` (int32), the terms (``reduce``, ``eltwise``), ``requant``
     avg_pool2d    acc = window sum of (x - x_zp)  (x - x_zp in int32 first: pads then add 0, as xp - x_zp)
     reduce_sum    acc = sum(x) - x_zp·n
     add/sub_int8  t = requant(x - x_zp, m, s) to int32 for each input; y = requant(ta ± tb, m_o, s_o, out_zp)
     mul_int8      y = requant((a - a_zp)·(b - b_zp), m, s, out_zp)
     requant_int8, concat_int8 (identity parts are plain DMA copies), lut_int8, quantize/dequantize_int8
 
-then ``y = requant(acc, m, s, out_zp)`` (``Requant``: per channel for conv/linear) and, when the saturation
-bounds are narrower than int8 (a fused relu / relu6 / clip), an integer ``clip`` -- or, for a conv whose lower
-bound is its zero point (relu), the conv's fused relu: ``requant`` is monotonic with ``requant(0) = out_zp``.
-``max_pool2d_int8`` is the float handler (max ignores pads and needs no zero point).
+An unfused ``y = requant(acc, m, s, out_zp)`` is followed, when the saturation bounds are narrower than int8 (a
+fused relu / relu6 / clip), by an integer ``clip``; a fused requant takes the bounds as ``qmin``/``qmax``
+(``kernels_ref.requant_epilogue``). ``max_pool2d_int8`` is the float handler (max ignores pads and needs no zero point).
 
 Exactness: the ISA computes integers exactly in int64 and saturates each result to its dtype, so every
 step above equals the reference as long as no int32 intermediate saturates. The bounds that guarantee it are
 checked here (``UnsupportedOpError`` otherwise): int32 bias after folding, |rescaled add input| < 2^31,
-matmul K < 2^16; conv/linear/pool/reduce accumulators must fit int32 in the reference itself (a conv's
-output before the border map differs from its accumulator by |E| < 2^15·K).
+matmul K < 2^16; conv/linear/pool/reduce accumulators must fit int32 in the reference itself.
 
 Tiling: :func:`sliced_int8` cuts the output along N then H with halos (``ops_conv.window_rows``) through
-``context.plan_slices`` / ``run_pipeline`` (double-buffered when sliced); int32 scratch tiles and per-slice
-constant rows (the border map) are part of each slice's budget. Element-wise steps on a scratch tile write
-it in place (``eltwise``/``clip`` with ``out`` = an input of the same dtype): a kernel reads its operands
-before it writes, and the emitter's dependencies order the accesses.
+``context.plan_slices`` / ``run_pipeline`` (double-buffered when sliced); int32 scratch tiles are part of each
+slice's budget. Element-wise steps on a scratch tile write it in place (``eltwise``/``clip`` with ``out`` = an
+input of the same dtype): a kernel reads its operands before it writes, and the emitter's dependencies order the
+accesses.
 """
 
 from __future__ import annotations
@@ -127,23 +127,21 @@ def minus_zp(ctx: OpCtx, x: LocalTensor, zp: int, scratch: LocalTensor | None) -
 @dataclasses.dataclass(frozen=True)
 class SliceTiles:
     """The local tiles of one slice: input rows (halo included), output, the slice's pads, int32-or-other
-    scratch tiles shaped like the input / the output, and the rows of each per-slice constant."""
+    scratch tiles shaped like the input / the output."""
 
     x: LocalTensor
     out: LocalTensor
     pad: tuple[int, int, int, int]
     x_scratch: tuple[LocalTensor, ...]
     out_scratch: tuple[LocalTensor, ...]
-    rows: tuple[LocalTensor, ...]
 
 
 def sliced_int8(ctx: OpCtx, x_ddr: DdrTensor, out_ddr: DdrTensor, emit: Callable[[SliceTiles], None], *,
                 kernel_h: int = 1, stride_h: int = 1, pad: tuple[int, int, int, int] = (0, 0, 0, 0),
                 dilation_h: int = 1, const_bytes: int = 0, x_scratch: tuple[DType, ...] = (),
-                out_scratch: tuple[DType, ...] = (), rows: tuple[DdrTensor, ...] = ()) -> None:
+                out_scratch: tuple[DType, ...] = ()) -> None:
     """Cut ``out_ddr`` along N then H (the windowed input rows with halos, as ``ops_conv.sliced_window``) and
-    run load -> ``emit`` -> store per slice. ``rows`` are ``(1, C', Ho, W')`` constants of which each slice
-    loads its output rows ``[o0, o1)`` (broadcast over N by the instruction that reads them)."""
+    run load -> ``emit`` -> store per slice."""
     t = ctx.target
     n, cin, h, w = x_ddr.shape
     _, cout, ho, wo = out_ddr.shape
@@ -155,7 +153,7 @@ def sliced_int8(ctx: OpCtx, x_ddr: DdrTensor, out_ddr: DdrTensor, emit: Callable
     def shapes(nb: int, r: int) -> list[tuple[tuple[int, int, int, int], DType]]:
         xs, os_ = (nb, cin, in_rows(r), w), (nb, cout, r, wo)
         return ([(xs, x_ddr.dtype)] + [(xs, d) for d in x_scratch] + [(os_, out_ddr.dtype)]
-                + [(os_, d) for d in out_scratch] + [((1, c.shape[1], r, c.shape[3]), c.dtype) for c in rows])
+                + [(os_, d) for d in out_scratch])
 
     slices, double = plan_slices(n, ho, lambda nb, r: sum(tile_bytes(t, s, d) for s, d in shapes(nb, r)),
                                  const_bytes, t.local_mem_bytes, ctx.layer)
@@ -163,28 +161,21 @@ def sliced_int8(ctx: OpCtx, x_ddr: DdrTensor, out_ddr: DdrTensor, emit: Callable
     sets = [[ctx.em.arena.tile(s, d) for s, d in shapes(n1 - n0, o1 - o0)] for _ in range(2 if double else 1)]
     nx, no = 1 + len(x_scratch), 1 + len(out_scratch)
 
-    def load(i: int) -> tuple[LocalTensor, tuple[LocalTensor, ...]]:
+    def load(i: int) -> LocalTensor:
         n0, n1, o0, o1 = slices[i]
         r0, r1, _, _ = window_rows(o0, o1, stride_h, pt, dilation_h, kernel_h, h)
-        bufs = sets[i % len(sets)]
-        xs = LocalTensor(0, bufs[0].addr, (n1 - n0, cin, r1 - r0, w), x_ddr.dtype)
+        xs = LocalTensor(0, sets[i % len(sets)][0].addr, (n1 - n0, cin, r1 - r0, w), x_ddr.dtype)
         ctx.em.load(sub_view(x_ddr, (n0, 0, r0, 0), xs.shape), xs, ctx.layer)
-        loaded = []
-        for c, buf in zip(rows, bufs[nx + no:]):
-            ct = LocalTensor(0, buf.addr, (1, c.shape[1], o1 - o0, c.shape[3]), c.dtype)
-            loaded.append(ctx.em.load(sub_view(c, (0, 0, o0, 0), ct.shape), ct, ctx.layer))
-        return xs, tuple(loaded)
+        return xs
 
-    def comp(i: int, loaded: tuple[LocalTensor, tuple[LocalTensor, ...]]) -> LocalTensor:
-        xs, row_tiles = loaded
+    def comp(i: int, xs: LocalTensor) -> LocalTensor:
         n0, n1, o0, o1 = slices[i]
         _, _, st, sb = window_rows(o0, o1, stride_h, pt, dilation_h, kernel_h, h)
         bufs = sets[i % len(sets)]
         oshape = (n1 - n0, cout, o1 - o0, wo)
         tiles = SliceTiles(x=xs, out=LocalTensor(0, bufs[nx].addr, oshape, out_ddr.dtype), pad=(st, sb, pl, pr),
                            x_scratch=tuple(LocalTensor(0, b.addr, xs.shape, b.dtype) for b in bufs[1:nx]),
-                           out_scratch=tuple(LocalTensor(0, b.addr, oshape, b.dtype) for b in bufs[nx + 1:nx + no]),
-                           rows=row_tiles)
+                           out_scratch=tuple(LocalTensor(0, b.addr, oshape, b.dtype) for b in bufs[nx + 1:nx + no]))
         emit(tiles)
         return tiles.out
 
@@ -213,100 +204,93 @@ def folded_bias(ctx: OpCtx, w: torch.Tensor, bias: torch.Tensor | None, x_zp: in
     return b.to(torch.int32)
 
 
-def _inside(n_out: int, n_in: int, k: int, stride: int, pad: int, dil: int) -> torch.Tensor:
-    """``(n_out, k)`` 0/1: whether tap ``u`` of output ``i`` reads a real input (not padding) along one axis."""
-    pos = torch.arange(n_out).unsqueeze(1) * stride - pad + torch.arange(k).unsqueeze(0) * dil
-    return ((pos >= 0) & (pos < n_in)).to(torch.float64)
-
-
-def border_map(w: torch.Tensor, x_shape: tuple[int, ...], out_hw: tuple[int, int], stride, pad, dilation,
-               x_zp: int) -> torch.Tensor | None:
-    """``E[o, i, j] = x_zp · (sum(w[o]) - S[o, i, j])`` (module doc), ``(1, Cout, Ho, Wo)`` int32, or None when it
-    is zero everywhere (no zero point, or no window reaches the padding).
-
-    Whether a tap reads the image does not depend on the channel and is separable in rows and columns, so
-    ``S[o, i, j] = sum_{u, v} T[o, u, v] · R[i, u] · C[j, v]`` with the per-tap sums ``T = sum_c w[o, c, u, v]``
-    (groups need nothing else) and the 0/1 row / column masks ``R``, ``C`` (exact in float64).
-    """
-    if not x_zp or not any(pad):
-        return None
-    taps = w.sum(1, dtype=torch.int32).to(torch.float64)                        # (Cout, kh, kw)
-    rows = _inside(out_hw[0], x_shape[2], w.shape[2], stride[0], pad[0], dilation[0])
-    cols = _inside(out_hw[1], x_shape[3], w.shape[3], stride[1], pad[2], dilation[1])
-    s = torch.matmul(torch.matmul(rows, taps), cols.t())                       # (Cout, Ho, Wo)
-    e = torch.round((taps.sum((1, 2)).reshape(-1, 1, 1) - s) * int(x_zp)).to(torch.int64)
-    return None if not e.any() else e.unsqueeze(0).to(torch.int32)
-
-
-def load_mac_consts(ctx: OpCtx, w: fx.Node, b: fx.Node | None, shape4: tuple[int, int, int, int],
-                    x_zp: int) -> tuple[LocalTensor, LocalTensor | None, int]:
-    """Pack and load once a MAC op's int8 weight as ``shape4`` (output channels on the lanes) and its int32 bias
-    with the zero point folded in: (weight tile, bias tile or None, per-lane bytes)."""
+def load_mac_consts(ctx: OpCtx, w: fx.Node, b: fx.Node | None, shape4: tuple[int, int, int, int], x_zp: int,
+                    bias_shape: tuple[int, int, int, int] | None = None, transpose: bool = False
+                    ) -> tuple[LocalTensor, LocalTensor | None, int]:
+    """Pack and load once a MAC op's int8 weight as ``shape4`` (``transpose``: the 2-D weight's transpose, a
+    matmul's ``b``) and its int32 bias with the zero point folded in, shaped ``bias_shape`` (default: one value per
+    lane channel, ``(1, shape4[1], 1, 1)``): (weight tile, bias tile or None, per-lane bytes)."""
     wt = ctx.const_tensor(w)
-    w_tile, nbytes = load_const(ctx, ctx.weights.add((w.target, "int8", shape4), wt, shape4, DType.INT8))
+    packed = wt.t() if transpose else wt
+    w_tile, nbytes = load_const(ctx, ctx.weights.add((w.target, "int8", shape4, transpose), packed, shape4,
+                                                     DType.INT8))
     key = (w.target, b.target if b is not None else None, x_zp, "bias_zp")
     bias = derived(ctx, key, lambda: folded_bias(ctx, wt, ctx.const_tensor(b) if b is not None else None, x_zp))
     if bias is None:
         return w_tile, None, nbytes
-    b_tile, more = load_const(ctx, ctx.weights.add(key, bias, (1, shape4[1], 1, 1), I32))
+    b_tile, more = load_const(ctx, ctx.weights.add(key + (bias_shape,), bias, bias_shape or (1, shape4[1], 1, 1),
+                                                   I32))
     return w_tile, b_tile, nbytes + more
 
 
+def fused_requant(ctx: OpCtx, p: dict[str, Any], multiplier: tuple[int, ...], shift: tuple[int, ...]
+                  ) -> dict[str, Any]:
+    """The fused requant fields of a conv2d / matmul: multiplier, shift, the output zero point and bounds."""
+    qmin, qmax = _bounds(ctx, p)
+    return dict(multiplier=multiplier, shift=shift, zero_point=int(p["out_zp"]), qmin=qmin, qmax=qmax)
+
+
 def gen_conv2d_int8(ctx: OpCtx) -> None:
-    """``tpu.conv2d_int8`` -> ``conv2d`` (int32, zero-point-folded bias) [+ ``eltwise add`` of the border map]
-    -> per-channel ``requant`` [-> ``clip``], tiled along N/H with halos."""
+    """``tpu.conv2d_int8`` -> one ``conv2d`` per slice: padded with x_zp, zero-point-folded int32 bias, the
+    per-channel requant fused; tiled along N/H with halos."""
     p = params(ctx)
     x, w, b = p["x"], p["weight"], p["bias"]
-    x_zp, out_zp = int(p["x_zp"]), int(p["out_zp"])
-    qmin, qmax = _bounds(ctx, p)
+    x_zp = int(p["x_zp"])
+    if not -128 <= x_zp <= 127:
+        raise _refuse(ctx, f"x_zp = {x_zp} is not an int8 value (the conv pads with it)")
     wt = ctx.const_tensor(w)
     cout, cin_g, kh, kw = wt.shape
     stride, pad, dil, groups = tuple(p["stride"]), tuple(p["padding"]), tuple(p["dilation"]), int(p["groups"])
-    x_ddr, out_ddr = ctx.value(x), ctx.out()
     w_tile, b_tile, const_bytes = load_mac_consts(ctx, w, b, (1, cout, 1, cin_g * kh * kw), x_zp)
-    key = (w.target, x_zp, pad, stride, dil, x_ddr.shape, "border")
-    emap = derived(ctx, key, lambda: border_map(wt, x_ddr.shape, out_ddr.shape[2:], stride, pad, dil, x_zp))
-    rows = () if emap is None else (ctx.weights.add(key, emap, tuple(emap.shape), I32),)
-    m, s = per_channel(ctx, p["multiplier"], p["shift"])
-    fuse_relu = emap is None and (qmin, qmax) == (out_zp, 127) and out_zp != -128
-    fields = dict(kernel=(kh, kw), stride=stride, dilation=dil, groups=groups, act="relu" if fuse_relu else "none")
+    fields = dict(kernel=(kh, kw), stride=stride, dilation=dil, groups=groups, pad_value=x_zp,
+                  **fused_requant(ctx, p, *per_channel(ctx, p["multiplier"], p["shift"])))
 
     def emit(sl: SliceTiles) -> None:
-        acc = sl.out_scratch[0]
-        ctx.em.emit(isa.Conv2d, ctx.layer, x=sl.x, w=w_tile, bias=b_tile, out=acc, pad=sl.pad, **fields)
-        if sl.rows:
-            ctx.em.emit(isa.Eltwise, ctx.layer, op="add", a=acc, b=sl.rows[0], out=acc)
-        requant_out(ctx, acc, sl.out, m, s, out_zp, -128 if fuse_relu else qmin, qmax)
+        ctx.em.emit(isa.Conv2d, ctx.layer, x=sl.x, w=w_tile, bias=b_tile, out=sl.out, pad=sl.pad, **fields)
 
-    sliced_int8(ctx, x_ddr, out_ddr, emit, kernel_h=kh, stride_h=stride[0], pad=pad, dilation_h=dil[0],
-                const_bytes=const_bytes, out_scratch=(I32,), rows=rows)
+    sliced_int8(ctx, ctx.value(x), ctx.out(), emit, kernel_h=kh, stride_h=stride[0], pad=pad, dilation_h=dil[0],
+                const_bytes=const_bytes)
 
 
 def gen_linear_int8(ctx: OpCtx) -> None:
-    """``tpu.linear_int8(x [.., K], W [N, K])`` -> a 1x1 ``conv2d`` over x viewed ``(M, K, 1, 1)`` (features on
-    the lanes, so the per-feature requant is a per-channel ``requant``), tiled along M."""
+    """``tpu.linear_int8(x [.., K], W [N, K])`` with M rows of x: M > 1 -> ``matmul`` x (M, K) @ W^T (K, N) with
+    the per-column requant fused (rows on the lanes, viewed ``(M / 64, 64, 1, K)`` when 64 divides M, tiled
+    along that N); M = 1 -> a 1x1 ``conv2d`` over x viewed ``(1, K, 1, 1)`` (features on the lanes, the requant
+    per channel), which the timing model charges less than a one-row matmul."""
     p = params(ctx)
     x, w, b = p["x"], p["weight"], p["bias"]
-    x_zp, out_zp = int(p["x_zp"]), int(p["out_zp"])
-    qmin, qmax = _bounds(ctx, p)
+    x_zp = int(p["x_zp"])
     wt = ctx.const_tensor(w)
     n_out, k = wt.shape
     rows = math.prod(tuple(x.meta["val"].shape)[:-1])
+    rq = fused_requant(ctx, p, *per_channel(ctx, p["multiplier"], p["shift"]))
+    nb = row_batches(rows, ctx.target.lanes)
+    t = ctx.target
+    one_slice = tile_bytes(t, (1, rows // nb, 1, k), DType.INT8) + tile_bytes(t, (1, rows // nb, 1, n_out),
+                                                                               DType.INT8)
+    w_bytes = tile_bytes(t, (1, k, 1, n_out), DType.INT8) + tile_bytes(t, (1, 1, 1, n_out), I32)
+    if rows > 1 and one_slice + w_bytes <= t.local_mem_bytes:
+        w_tile, b_tile, const_bytes = load_mac_consts(ctx, w, b, (1, k, 1, n_out), x_zp, (1, 1, 1, n_out),
+                                                      transpose=True)
+
+        def emit_mm(sl: SliceTiles) -> None:
+            ctx.em.emit(isa.MatMul, ctx.layer, a=sl.x, b=w_tile, bias=b_tile, out=sl.out, **rq)
+
+        sliced_int8(ctx, ctx.value(x, (nb, rows // nb, 1, k)), ctx.out((nb, rows // nb, 1, n_out)), emit_mm,
+                    const_bytes=const_bytes)
+        return
     w_tile, b_tile, const_bytes = load_mac_consts(ctx, w, b, (1, n_out, 1, k), x_zp)
-    m, s = per_channel(ctx, p["multiplier"], p["shift"])
 
     def emit(sl: SliceTiles) -> None:
-        acc = sl.out_scratch[0]
-        ctx.em.emit(isa.Conv2d, ctx.layer, x=sl.x, w=w_tile, bias=b_tile, out=acc, kernel=(1, 1))
-        requant_out(ctx, acc, sl.out, m, s, out_zp, qmin, qmax)
+        ctx.em.emit(isa.Conv2d, ctx.layer, x=sl.x, w=w_tile, bias=b_tile, out=sl.out, kernel=(1, 1), **rq)
 
-    sliced_int8(ctx, ctx.value(x, (rows, k, 1, 1)), ctx.out((rows, n_out, 1, 1)), emit, const_bytes=const_bytes,
-                out_scratch=(I32,))
+    sliced_int8(ctx, ctx.value(x, (rows, k, 1, 1)), ctx.out((rows, n_out, 1, 1)), emit, const_bytes=const_bytes)
 
 
 def gen_matmul_int8(ctx: OpCtx) -> None:
-    """``tpu.matmul_int8(a, b)`` of two values with equal batch dims -> ``matmul`` (int32) and the zero-point
-    terms (``reduce`` sums, ``eltwise``) -> ``requant``, tiled along the batch."""
+    """``tpu.matmul_int8(a, b)`` of two values with equal batch dims -> ``matmul`` with the requant fused when
+    both zero points are 0, else ``matmul`` (int32), the zero-point terms (``reduce`` sums, ``eltwise``) ->
+    ``requant``; tiled along the batch."""
     p = params(ctx)
     x, y = p["a"], p["b"]
     xs, ys = tuple(x.meta["val"].shape), tuple(y.meta["val"].shape)
@@ -344,6 +328,10 @@ def gen_matmul_int8(ctx: OpCtx) -> None:
 
     def comp(i: int, ts: list[LocalTensor]) -> LocalTensor:
         ta, tb, o, acc, ra, cb = ts
+        if not a_zp and not b_zp:  # no zero-point terms: the requant is fused
+            ctx.em.emit(isa.MatMul, ctx.layer, a=ta, b=tb, out=o,
+                        **fused_requant(ctx, p, (int(p["multiplier"]),), (int(p["shift"]),)))
+            return o
         ctx.em.emit(isa.MatMul, ctx.layer, a=ta, b=tb, out=acc)
         if b_zp:  # - b_zp * rowsum(a)
             ctx.em.emit(isa.Reduce, ctx.layer, op="sum", x=ta, out=ra, axes=(3,))
