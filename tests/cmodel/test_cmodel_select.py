@@ -122,7 +122,9 @@ def test_field_checks():
         (isa.Gather(id=0, table=f((1, 9, 1, 5)), index=f((1, 3, 1, 1), "int32"), out=f((1, 3, 1, 4))),
          "expected (1, V, 1, 4)"),
         (isa.Gather(id=0, table=f((1, 9, 1, 4)), index=f((1, 3, 1, 1), "int32"), out=f((1, 3, 1, 4)), base=-1),
-         "non-negative"),
+         "in [0, 2^31)"),
+        (isa.Gather(id=0, table=f((1, 9, 1, 4)), index=f((1, 3, 1, 1), "int32"), out=f((1, 3, 1, 4)),
+                    base=2 ** 31), "indices are int32"),
     ]
     for inst, msg in bad:
         with pytest.raises(ProgramError, match=re.escape(msg)):

@@ -699,5 +699,5 @@ class Gather(Instruction):
         if self.prev is not None:
             _same_shape(self, "prev", self.prev, self.out)
             _same_dtype(self, "prev", self.prev, self.out)
-        if not isinstance(self.base, int) or self.base < 0:
-            raise self.fail("base", f"must be a non-negative integer, got {self.base!r}")
+        if not isinstance(self.base, int) or not 0 <= self.base < 2 ** 31:
+            raise self.fail("base", f"must be an integer in [0, 2^31) (indices are int32), got {self.base!r}")

@@ -134,7 +134,7 @@ if triton is not None:
         elif OP == 2:
             y = a * b
         elif OP == 3:
-            y = a / b
+            y = tl.div_rn(a, b)  # IEEE division: a plain / is approximate on CUDA
         elif OP == 4:
             y = tl.where((a > b) | (a != a), a, b)
         else:
@@ -169,7 +169,7 @@ if triton is not None:
         elif OP == 10:
             y = tl.sqrt(x)
         elif OP == 11:
-            y = 1.0 / tl.sqrt(x)
+            y = tl.div_rn(1.0, tl.sqrt_rn(x))
         elif OP == 12:
             y = tl.abs(x)
         elif OP == 13:
@@ -179,7 +179,7 @@ if triton is not None:
         elif OP == 15:
             y = x * tl.minimum(tl.maximum(x + 3.0, 0.0), 6.0) / 6.0
         elif OP == 16:
-            y = 1.0 / x
+            y = tl.div_rn(1.0, x)
         elif OP == 17:
             y = x * x
         else:
