@@ -199,8 +199,9 @@ class CompiledGraph:
                            title="TOP vs eager (outputs)")]
         tpu_out, tpu_vals = run_named(self.module, *inputs)
         tag = f"{self.options.target}/{self.options.precision}"
-        common = [n for n in top_vals if n in tpu_vals]
-        reports.append(compare(top_vals, _dequantized(self.module, tpu_vals), tol, names=common,
+        real = _dequantized(self.module, tpu_vals)
+        common = [n for n in top_vals if n in real]
+        reports.append(compare(top_vals, real, tol, names=common,
                                title=f"TPU[{tag}] vs TOP (named tensors)"))
         tpu_out = tpu_out if isinstance(tpu_out, (tuple, list)) else (tpu_out,)
         reports.append(compare(dict(zip(names, top_out)), dict(zip(names, tpu_out)), tol,
@@ -238,13 +239,17 @@ class CompiledGraph:
 
 
 def _dequantized(module: fx.GraphModule, values: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """``values`` with every int8 TPU value that has qparams (meta ``QPARAMS``) turned back into real numbers."""
+    """``values`` with every int8 TPU value turned back into real numbers by its qparams (meta ``QPARAMS``);
+    an int8 value without qparams is left out (its codes mean nothing next to a float TOP value)."""
     qparams = {stable_name(n): n.meta[QPARAMS] for m in module.modules() if isinstance(m, fx.GraphModule)
                for n in m.graph.nodes if QPARAMS in n.meta}
-    out = dict(values)
-    for name, (scale, zero_point) in qparams.items():
-        if name in out and out[name].dtype == torch.int8:
-            out[name] = (out[name].to(torch.float32) - zero_point) * scale
+    out = {}
+    for name, v in values.items():
+        if v.dtype != torch.int8:
+            out[name] = v
+        elif name in qparams:
+            scale, zero_point = qparams[name]
+            out[name] = (v.to(torch.float32) - zero_point) * scale
     return out
 
 

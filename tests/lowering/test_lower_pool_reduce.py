@@ -38,3 +38,12 @@ def test_max_pool_value_takes_the_name_of_the_top_value():
     assert "1" in names and not any(n.endswith("#tuple") for n in names), names
     got = top.named_values(x)["1"]
     assert torch.equal(got, model(x))
+    # in int8 the value also carries what its codes mean (the checks dequantize it with these qparams)
+    from torch_tpu.lowering.int8_driver import QPARAMS
+    from torch_tpu.quant.calibrate import calibrate
+
+    table = calibrate(top, [x, torch.randn(1, 3, 8, 8)], method="max", num_samples=2, tune_num=0, progress=False)
+    q8 = lower(top.gm, "bm1684x", "int8", calibration_table=table)
+    pool = next(n for n in q8.graph.nodes if stable_name(n) == "1")
+    conv = next(n for n in q8.graph.nodes if stable_name(n) == "0")
+    assert pool.meta[QPARAMS] == conv.meta[QPARAMS]           # max pool keeps its input's grid

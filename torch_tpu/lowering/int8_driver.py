@@ -242,6 +242,13 @@ def lower_int8(gm_top: fx.GraphModule, target: Target | str, *,
     def on_getitem(node: fx.Node) -> None:
         if node.args[0] in qp._inherited:
             qp.inherit(node, node.args[0])
+        value = b.env[node]
+        val = value.meta.get("val") if isinstance(value, fx.Node) else None
+        if isinstance(val, torch.Tensor) and val.dtype == torch.int8 and QPARAMS not in value.meta and \
+                (node in qp._inherited or stable_name(node) in qp.table):
+            # an element of a tuple-valued op (max pool's values): what its int8 value means
+            q = qp.of(node)
+            value.meta[QPARAMS] = (float(q.scale), int(q.zero_point))
 
     out_node = walk_top(gm, b, lower_call, on_getitem=on_getitem)
     tpu = finish_tpu(b, out_node, target, "int8")
