@@ -62,17 +62,18 @@ STD = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
 
 # -- data -----------------------------------------------------------------------------------------
 def sample_photos() -> dict[str, torch.Tensor]:
-    """Real RGB photos in [0, 1], ``(3, H, W)``: scikit-learn's ``china``/``flower`` and, when scikit-image
-    is installed (the ``[test]`` extra), its bundled ``astronaut``, ``coffee``, ``chelsea`` and ``rocket``."""
+    """Real RGB photos in [0, 1], ``(3, H, W)``: scikit-learn's ``china``/``flower`` and scikit-image's bundled
+    ``astronaut``, ``coffee``, ``chelsea`` and ``rocket`` (both from the ``[test]`` extra). Without
+    scikit-image the run stops: fewer photos would silently change every number it compares."""
     from sklearn.datasets import load_sample_images
 
-    ims = dict(zip(("china", "flower"), load_sample_images().images))
     try:
         import skimage.data
-    except ImportError:
-        pass
-    else:
-        ims |= {name: getattr(skimage.data, name)() for name in ("astronaut", "coffee", "chelsea", "rocket")}
+    except ImportError as e:
+        raise SystemExit("quant_compare: needs scikit-image for its sample photos "
+                         "(pip install -e '.[test]')") from e
+    ims = dict(zip(("china", "flower"), load_sample_images().images))
+    ims |= {name: getattr(skimage.data, name)() for name in ("astronaut", "coffee", "chelsea", "rocket")}
     return {k: torch.from_numpy(v.copy()).permute(2, 0, 1).float() / 255 for k, v in ims.items()}
 
 
