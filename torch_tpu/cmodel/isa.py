@@ -110,6 +110,14 @@ def _same_dtype(inst: Instruction, name: str, a: Any, b: Any) -> None:
         raise inst.fail(name, f"dtype {a.dtype.label} differs from {b.dtype.label}")
 
 
+def _broadcasts_to_out(inst: Instruction, *names: str) -> None:
+    """Each named operand that is present broadcasts to ``inst.out`` (its dims are 1 or equal)."""
+    for name in names:
+        t = getattr(inst, name)
+        if t is not None and any(d not in (1, o) for d, o in zip(t.shape, inst.out.shape)):
+            raise inst.fail(name, f"shape {t.shape} does not broadcast to {inst.out.shape}")
+
+
 def _float_or_int(inst: Instruction, name: str, dtypes: list[DType]) -> bool:
     """True when all are float, False when all are integer, else a ProgramError."""
     kinds = {d.is_float for d in dtypes}
@@ -370,9 +378,7 @@ class Eltwise(Instruction):
     def check_fields(self, target: Target) -> None:
         if self.op not in ELTWISE_OPS:
             raise self.fail("op", f"unknown eltwise op {self.op!r} (known: {', '.join(ELTWISE_OPS)})")
-        for name, t in (("a", self.a), ("b", self.b)):
-            if t is not None and any(d not in (1, o) for d, o in zip(t.shape, self.out.shape)):
-                raise self.fail(name, f"shape {t.shape} does not broadcast to {self.out.shape}")
+        _broadcasts_to_out(self, "a", "b")
         dts = [self.a.dtype, self.out.dtype] + ([self.b.dtype] if self.b is not None else [])
         if not _float_or_int(self, "out", dts):
             if self.op == "div":
@@ -635,9 +641,7 @@ class Compare(Instruction):
     def check_fields(self, target: Target) -> None:
         if self.op not in COMPARE_OPS:
             raise self.fail("op", f"unknown comparison {self.op!r} (known: {', '.join(COMPARE_OPS)})")
-        for name, t in (("a", self.a), ("b", self.b)):
-            if t is not None and any(d not in (1, o) for d, o in zip(t.shape, self.out.shape)):
-                raise self.fail(name, f"shape {t.shape} does not broadcast to {self.out.shape}")
+        _broadcasts_to_out(self, "a", "b")
         if self.b is not None:
             _float_or_int(self, "b", [self.a.dtype, self.b.dtype])
         if self.out.dtype != DType.UINT8:
@@ -658,9 +662,7 @@ class Select(Instruction):
     out: LocalTensor
 
     def check_fields(self, target: Target) -> None:
-        for name, t in (("cond", self.cond), ("a", self.a), ("b", self.b)):
-            if any(d not in (1, o) for d, o in zip(t.shape, self.out.shape)):
-                raise self.fail(name, f"shape {t.shape} does not broadcast to {self.out.shape}")
+        _broadcasts_to_out(self, "cond", "a", "b")
         if self.cond.dtype != DType.UINT8:
             raise self.fail("cond", f"the condition is a uint8 mask, got {self.cond.dtype.label}")
         _same_dtype(self, "a", self.a, self.out)
