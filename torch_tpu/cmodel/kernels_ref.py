@@ -310,9 +310,9 @@ def compare(inst: isa.Compare, ops: Operands) -> np.ndarray:
 def select(inst: isa.Select, ops: Operands) -> np.ndarray:
     """``cond != 0 ? a : b`` with broadcast; storage values are copied as they are."""
     cond, a, b = ops
-    c = torch.from_numpy(np.ascontiguousarray(cond)) != 0
-    y = torch.where(c, torch.from_numpy(np.ascontiguousarray(a)), torch.from_numpy(np.ascontiguousarray(b)))
-    return y.expand(inst.out.shape).contiguous().numpy()
+    # numpy, not torch.where: older torch builds have no CPU where for uint16 (bf16/f16 storage)
+    y = np.where(np.asarray(cond) != 0, a, b)
+    return np.ascontiguousarray(np.broadcast_to(y, inst.out.shape))
 
 
 def gather(inst: isa.Gather, ops: Operands) -> np.ndarray:
