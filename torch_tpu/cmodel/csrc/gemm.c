@@ -69,8 +69,8 @@ const char *cm_simd_name(void) {
 
 /* ---- per-thread scratch (grown on demand, kept for the thread's life) ---------------------------- */
 
-static CM_TLS void *t_buf[4];
-static CM_TLS size_t t_cap[4];
+static CM_TLS void *t_buf[6];
+static CM_TLS size_t t_cap[6];
 
 static void *scratch(int which, size_t bytes) {
     if (t_cap[which] < bytes) {
@@ -81,7 +81,9 @@ static void *scratch(int which, size_t bytes) {
     return t_buf[which];
 }
 
-enum { BUF_A = 0, BUF_B = 1, BUF_C = 2, BUF_ROW = 3 };
+/* BUF_AP / BUF_BP: all of A / B packed once per GEMM, in the calling thread's scratch (kept between calls, so
+ * a run does not page-fault fresh buffers in for every instruction) */
+enum { BUF_A = 0, BUF_B = 1, BUF_C = 2, BUF_ROW = 3, BUF_AP = 4, BUF_BP = 5 };
 
 /* ---- B rows: dense, or one row of the implicit im2col ------------------------------------------- */
 
@@ -305,46 +307,66 @@ static void ukr_i8_generic(size_t kc2, const int32_t *Ap, const int16_t *Bp, int
 }
 
 #ifdef CM_X86
+/* Twelve named accumulators, and each product added as soon as it is made: with an accumulator array and two
+ * products in flight per row, GCC ran out of the 16 ymm registers and spilled accumulators to the stack in
+ * the inner loop (a store and a load per vpaddd), which made this kernel slower than the f32 one. */
+#define I8_ROW(r, c0, c1)                                                                                       \
+    do {                                                                                                        \
+        __m256i a = _mm256_set1_epi32(Ap[r]);                                                                   \
+        c0 = _mm256_add_epi32(c0, _mm256_madd_epi16(b0, a));                                                   \
+        c1 = _mm256_add_epi32(c1, _mm256_madd_epi16(b1, a));                                                   \
+    } while (0)
+
 __attribute__((target("avx2")))
 static void ukr_i8_avx2(size_t kc2, const int32_t *Ap, const int16_t *Bp, int32_t *C, size_t ldc, int acc) {
-    __m256i c[MR][2];
-    for (int r = 0; r < MR; r++) {
-        c[r][0] = acc ? _mm256_loadu_si256((const __m256i *)(C + r * ldc)) : _mm256_setzero_si256();
-        c[r][1] = acc ? _mm256_loadu_si256((const __m256i *)(C + r * ldc + 8)) : _mm256_setzero_si256();
-    }
+    __m256i c00, c01, c10, c11, c20, c21, c30, c31, c40, c41, c50, c51;
+#define I8_LD(r, c0, c1)                                                                                        \
+    c0 = acc ? _mm256_loadu_si256((const __m256i *)(C + r * ldc)) : _mm256_setzero_si256();                   \
+    c1 = acc ? _mm256_loadu_si256((const __m256i *)(C + r * ldc + 8)) : _mm256_setzero_si256()
+    I8_LD(0, c00, c01); I8_LD(1, c10, c11); I8_LD(2, c20, c21); I8_LD(3, c30, c31); I8_LD(4, c40, c41);
+    I8_LD(5, c50, c51);
+#undef I8_LD
     for (size_t p = 0; p < kc2; p++, Ap += MR, Bp += 32) {
         __m256i b0 = _mm256_load_si256((const __m256i *)Bp), b1 = _mm256_load_si256((const __m256i *)(Bp + 16));
-        for (int r = 0; r < MR; r++) {
-            __m256i a = _mm256_set1_epi32(Ap[r]);
-            c[r][0] = _mm256_add_epi32(c[r][0], _mm256_madd_epi16(b0, a));
-            c[r][1] = _mm256_add_epi32(c[r][1], _mm256_madd_epi16(b1, a));
-        }
+        I8_ROW(0, c00, c01); I8_ROW(1, c10, c11); I8_ROW(2, c20, c21);
+        I8_ROW(3, c30, c31); I8_ROW(4, c40, c41); I8_ROW(5, c50, c51);
     }
-    for (int r = 0; r < MR; r++) {
-        _mm256_storeu_si256((__m256i *)(C + r * ldc), c[r][0]);
-        _mm256_storeu_si256((__m256i *)(C + r * ldc + 8), c[r][1]);
-    }
+#define I8_ST(r, c0, c1)                                                                                        \
+    _mm256_storeu_si256((__m256i *)(C + r * ldc), c0);                                                          \
+    _mm256_storeu_si256((__m256i *)(C + r * ldc + 8), c1)
+    I8_ST(0, c00, c01); I8_ST(1, c10, c11); I8_ST(2, c20, c21); I8_ST(3, c30, c31); I8_ST(4, c40, c41);
+    I8_ST(5, c50, c51);
+#undef I8_ST
 }
+#undef I8_ROW
 
 __attribute__((target("avx512f,avx512bw")))
 static void ukr_i8_avx512(size_t kc2, const int32_t *Ap, const int16_t *Bp, int32_t *C, size_t ldc, int acc) {
-    __m512i c[MR][2];
-    for (int r = 0; r < MR; r++) {
-        c[r][0] = acc ? _mm512_loadu_si512((const void *)(C + r * ldc)) : _mm512_setzero_si512();
-        c[r][1] = acc ? _mm512_loadu_si512((const void *)(C + r * ldc + 16)) : _mm512_setzero_si512();
-    }
+    __m512i c00, c01, c10, c11, c20, c21, c30, c31, c40, c41, c50, c51; /* named, as in ukr_i8_avx2 */
+#define I8_LD(r, c0, c1)                                                                                        \
+    c0 = acc ? _mm512_loadu_si512((const void *)(C + r * ldc)) : _mm512_setzero_si512();                      \
+    c1 = acc ? _mm512_loadu_si512((const void *)(C + r * ldc + 16)) : _mm512_setzero_si512()
+    I8_LD(0, c00, c01); I8_LD(1, c10, c11); I8_LD(2, c20, c21); I8_LD(3, c30, c31); I8_LD(4, c40, c41);
+    I8_LD(5, c50, c51);
+#undef I8_LD
+#define I8_ROW(r, c0, c1)                                                                                       \
+    do {                                                                                                        \
+        __m512i a = _mm512_set1_epi32(Ap[r]);                                                                   \
+        c0 = _mm512_add_epi32(c0, _mm512_madd_epi16(b0, a));                                                   \
+        c1 = _mm512_add_epi32(c1, _mm512_madd_epi16(b1, a));                                                   \
+    } while (0)
     for (size_t p = 0; p < kc2; p++, Ap += MR, Bp += 64) {
         __m512i b0 = _mm512_load_si512((const void *)Bp), b1 = _mm512_load_si512((const void *)(Bp + 32));
-        for (int r = 0; r < MR; r++) {
-            __m512i a = _mm512_set1_epi32(Ap[r]);
-            c[r][0] = _mm512_add_epi32(c[r][0], _mm512_madd_epi16(b0, a));
-            c[r][1] = _mm512_add_epi32(c[r][1], _mm512_madd_epi16(b1, a));
-        }
+        I8_ROW(0, c00, c01); I8_ROW(1, c10, c11); I8_ROW(2, c20, c21);
+        I8_ROW(3, c30, c31); I8_ROW(4, c40, c41); I8_ROW(5, c50, c51);
     }
-    for (int r = 0; r < MR; r++) {
-        _mm512_storeu_si512((void *)(C + r * ldc), c[r][0]);
-        _mm512_storeu_si512((void *)(C + r * ldc + 16), c[r][1]);
-    }
+#undef I8_ROW
+#define I8_ST(r, c0, c1)                                                                                        \
+    _mm512_storeu_si512((void *)(C + r * ldc), c0);                                                             \
+    _mm512_storeu_si512((void *)(C + r * ldc + 16), c1)
+    I8_ST(0, c00, c01); I8_ST(1, c10, c11); I8_ST(2, c20, c21); I8_ST(3, c30, c31); I8_ST(4, c40, c41);
+    I8_ST(5, c50, c51);
+#undef I8_ST
 }
 #endif
 
@@ -503,6 +525,8 @@ typedef struct {
     size_t kblk, ksteps;    /* K block (in k, or in pairs of k) and K in the same unit */
     size_t npad;            /* N rounded up to whole strips */
     void *bp;               /* all of B, packed */
+    void *ap;               /* all of A, packed (when more than one column tile would pack it again) */
+    size_t mpad;            /* M rounded up to whole MR strips */
     size_t mc, nc, tiles_n; /* output tile and number of tiles along N */
     size_t chunks_n;        /* phase-1 column chunks */
     int own_b;              /* column-panel mode: each task packs its own B (see split) */
@@ -541,6 +565,19 @@ static size_t bp_offset(const Job *j, size_t p0, size_t kc, size_t t) {
     return (p0 * j->npad + t * kc * j->nr) * (j->is_int ? 2 : 1);
 }
 
+/* packed A of K block starting at p0, rows from i0 (a multiple of MR); in 4-byte words (f32, or int16 pairs) */
+static size_t ap_offset(const Job *j, size_t p0, size_t kc, size_t i0) { return p0 * j->mpad + (i0 / MR) * kc * MR; }
+
+/* A for K block task / groups, rows [MC (task % groups), + MC), into j->ap */
+static void pack_a_task(void *ctx, size_t task) {
+    Job *j = (Job *)ctx;
+    const CmGemm *g = j->g;
+    size_t groups = cdiv(g->M, MC), p0 = (task / groups) * j->kblk, i0 = (task % groups) * MC;
+    size_t kc = j->ksteps - p0 < j->kblk ? j->ksteps - p0 : j->kblk, mc = g->M - i0 < MC ? g->M - i0 : MC;
+    if (j->is_int) pack_a_i8(g, i0, mc, p0, kc, (int32_t *)j->ap + ap_offset(j, p0, kc, i0));
+    else pack_a_f32(g, i0, mc, p0, kc, (float *)j->ap + ap_offset(j, p0, kc, i0));
+}
+
 static void pack_task(void *ctx, size_t task) {
     Job *j = (Job *)ctx;
     const CmGemm *g = j->g;
@@ -563,7 +600,8 @@ static void run_block(Job *j, void *Ap, const void *bs, char *C, size_t ldc, siz
     int acc = p0 > 0, last = p0 + kc >= j->ksteps;
     float edge_f[MR * NR_MAX];
     int32_t edge_i[MR * NR_MAX];
-    if (j->is_int) pack_a_i8(g, i0, mc, p0, kc, (int32_t *)Ap);
+    if (j->ap) Ap = (char *)j->ap + ap_offset(j, p0, kc, i0) * 4;
+    else if (j->is_int) pack_a_i8(g, i0, mc, p0, kc, (int32_t *)Ap);
     else pack_a_f32(g, i0, mc, p0, kc, (float *)Ap);
     for (size_t t = 0; t < strips_n; t++) {
         size_t w = nc - t * nr < nr ? nc - t * nr : nr;
@@ -596,7 +634,7 @@ static void gemm_task(void *ctx, size_t task) {
     size_t nr = j->nr, i0 = (task / j->tiles_n) * j->mc, j0 = (task % j->tiles_n) * j->nc;
     size_t mc = g->M - i0 < j->mc ? g->M - i0 : j->mc, nc = g->N - j0 < j->nc ? g->N - j0 : j->nc;
     size_t mblk = j->own_b ? MC : mc, bstrip = j->kblk * nr * 4; /* bytes of one packed B strip */
-    void *Ap = scratch(BUF_A, cdiv(mblk, MR) * MR * j->kblk * 4);
+    void *Ap = j->ap ? j->ap : scratch(BUF_A, cdiv(mblk, MR) * MR * j->kblk * 4); /* run_block picks its block */
     void *Bo = j->own_b ? scratch(BUF_B, cdiv(nc, nr) * bstrip + 64) : NULL;
     void *row = j->own_b ? scratch(BUF_ROW, 2 * (nc + 64) * 4) : NULL;
     /* f32 output: accumulate in place; otherwise in an f32 / int32 tile */
@@ -643,15 +681,20 @@ static int gemm_run(const CmGemm *g, int is_int) {
     j.npad = cdiv(g->N, j.nr) * j.nr;
     j.chunks_n = cdiv(g->N, PACK_COLS);
     split(&j, g->M, g->N, g->K);
-    void *raw = NULL;
+    j.mpad = cdiv(g->M, MR) * MR;
+    if (j.tiles_n > 1) { /* every column tile reads all of its rows of A: pack A once (4 bytes per f32 or pair) */
+        void *raw = scratch(BUF_AP, j.ksteps * j.mpad * 4 + 64);
+        if (!raw) return -1;
+        j.ap = (void *)(((uintptr_t)raw + 63) & ~(uintptr_t)63);
+        cm_parallel_for(cdiv(j.ksteps, j.kblk) * cdiv(g->M, MC), pack_a_task, &j);
+    }
     if (!j.own_b) { /* phase 1: all of B, packed once; 4 bytes per packed f32, or per int16 pair */
-        raw = malloc(j.ksteps * j.npad * 4 + 64);
+        void *raw = scratch(BUF_BP, j.ksteps * j.npad * 4 + 64);
         if (!raw) return -1;
         j.bp = (void *)(((uintptr_t)raw + 63) & ~(uintptr_t)63);
         cm_parallel_for(cdiv(j.ksteps, j.kblk) * j.chunks_n, pack_task, &j);
     }
     if (!j.failed) cm_parallel_for(cdiv(g->M, j.mc) * j.tiles_n, gemm_task, &j);
-    free(raw);
     return j.failed ? -1 : 0;
 }
 
