@@ -38,6 +38,9 @@ SHAPES = [
                                 act="relu")),
     ("conv_int8_wide_k", conv("int8", odt="int32", cin=67, cout=29, hw=(9, 7), pad=(1, 1, 1, 1), bias_dt="int32",
                               act="relu")),
+    # more than one 384-column panel: A is packed once for all of them (gemm.c pack_a_task)
+    ("conv_int8_panels_wide_k", conv("int8", odt="int32", cin=67, cout=29, hw=(20, 25), pad=(1, 1, 1, 1),
+                                     bias_dt="int32")),
     ("conv_int8_odd_k_int32", conv("int8", odt="int32", cin=3, cout=151, hw=(6, 9), kernel=(3, 3), stride=(2, 1))),
     ("conv_int8_depthwise_big", conv("int8", odt="int32", cin=32, cout=64, groups=32, hw=(31, 29),
                                      pad=(1, 1, 1, 1), bias_dt="int32", act="clip", act_lo=-900, act_hi=700)),
@@ -65,6 +68,7 @@ SHAPES = [
                              out=L(0, 0, (1, 16, 70, 70), "int8"))),
     ("matmul_f32_blocks", mm(b=2, bb=1, m=149, k=300, n=37, bias_dt="f32", act="relu")),
     ("matmul_bf16_to_f32", mm("bf16", odt="f32", b=1, m=7, k=513, n=70)),
+    ("matmul_int8_panels", mm("int8", odt="int32", b=1, m=50, k=701, n=800)),
     ("matmul_int8_blocks", mm("int8", odt="int32", b=2, bb=2, m=150, k=1025, n=33, bias_dt="int32")),
 ]
 

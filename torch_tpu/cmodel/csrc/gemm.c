@@ -60,6 +60,12 @@ const char *cm_simd_name(void) {
     return names[cm_simd_level()];
 }
 
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
+#define CM_LITTLE_ENDIAN 0
+#else
+#define CM_LITTLE_ENDIAN 1
+#endif
+
 #define MR 6
 #define MC 144       /* rows of A per task: 24 strips; a 144 x 256 f32 block (144 KiB) stays in L2 */
 #define KC 256       /* f32 K block: a 256 x 16 B strip (16 KiB) stays in L1 */
@@ -237,10 +243,26 @@ static void ukr_f32_avx512(size_t kc, const float *Ap, const float *Bp, float *C
 
 /* ---- int8: packing (pairs of k as int16) and micro-kernels ------------------------------------------ */
 
-/* Ap[s][p][r]: one int32 word per row holding (a[2p], a[2p+1]) as int16, zero past K and past mc */
+/* Ap[s][p][r]: one int32 word per row holding (a[2p], a[2p+1]) as int16, zero past K and past mc.
+ * Whole strips over whole pairs of k (all but the edges) take a fast path: each row is widened to int16 once
+ * (a loop the compiler vectorises), then the pairs are interleaved across the strip's rows as int32 words. */
 static void pack_a_i8(const CmGemm *g, size_t i0, size_t mc, size_t p0, size_t kc2, int32_t *Ap) {
     const int8_t *A = (const int8_t *)g->a;
-    for (size_t s = 0; s < mc; s += MR, Ap += kc2 * MR)
+    int16_t wide[MR][2 * KC2];
+    for (size_t s = 0; s < mc; s += MR, Ap += kc2 * MR) {
+        if (CM_LITTLE_ENDIAN && s + MR <= mc && 2 * (p0 + kc2) <= g->K && kc2 <= KC2) {
+            for (size_t r = 0; r < MR; r++) {
+                const int8_t *row = A + (i0 + s + r) * g->K + 2 * p0;
+                for (size_t k = 0; k < 2 * kc2; k++) wide[r][k] = row[k];
+            }
+            for (size_t p = 0; p < kc2; p++)
+                for (size_t r = 0; r < MR; r++) {
+                    int32_t w;
+                    memcpy(&w, &wide[r][2 * p], 4); /* (a[2p], a[2p + 1]): low half first, as below */
+                    Ap[p * MR + r] = w;
+                }
+            continue;
+        }
         for (size_t r = 0; r < MR; r++) {
             const int8_t *row = s + r < mc ? A + (i0 + s + r) * g->K : NULL;
             for (size_t p = 0; p < kc2; p++) {
@@ -249,6 +271,7 @@ static void pack_a_i8(const CmGemm *g, size_t i0, size_t mc, size_t p0, size_t k
                 Ap[p * MR + r] = (int32_t)((uint32_t)(uint16_t)(int16_t)lo | ((uint32_t)(uint16_t)(int16_t)hi << 16));
             }
         }
+    }
 }
 
 #ifdef CM_X86
@@ -527,7 +550,7 @@ typedef struct {
     void *bp;               /* all of B, packed */
     void *ap;               /* all of A, packed (when more than one column tile would pack it again) */
     size_t mpad;            /* M rounded up to whole MR strips */
-    size_t mc, nc, tiles_n; /* output tile and number of tiles along N */
+    size_t tiles_m, tiles_n; /* output tiles along M and N: whole MR-row / NR-column strips, split evenly */
     size_t chunks_n;        /* phase-1 column chunks */
     int own_b;              /* column-panel mode: each task packs its own B (see split) */
     int failed;
@@ -535,29 +558,43 @@ typedef struct {
 
 static size_t cdiv(size_t a, size_t b) { return (a + b - 1) / b; }
 
-/* Tile sizes. Enough columns for every thread (or one thread): column panels of all rows, each packing
- * its own B per K block (it stays in cache, nothing is packed twice). Few columns (late conv layers,
- * N = 7 x 7): B is packed once for everyone and the tiles split M too. Tiles are equal-sized. */
+/* Tiles. Enough columns for every thread (or one thread): column panels of all rows, each packing its own B
+ * per K block (it stays in cache, nothing is packed twice). Few columns (late conv layers, N = 7 x 7): B is
+ * packed once for everyone and the tiles split M too. The strips are dealt out evenly (tiles differ by at most
+ * one strip) and, with several threads, the tile count is a multiple of the thread count: rounding tile widths
+ * up to whole strips used to leave e.g. 7 tiles for 2 threads on a 784-column layer (one thread idle 1/7). */
 #define PANEL_COLS 384
 
+static size_t round_up(size_t a, size_t b) { return cdiv(a, b) * b; }
+
 static void split(Job *j, size_t M, size_t N, size_t K) {
-    size_t nr = j->nr, threads = (size_t)cm_get_threads();
+    size_t nr = j->nr, threads = (size_t)cm_get_threads(), sm = cdiv(M, MR), sn = cdiv(N, nr);
     double work = (double)M * (double)N * (double)K;
-    size_t want = work < 2e5 || threads == 1 ? 1 : 4 * threads;
-    size_t panels = cdiv(N, PANEL_COLS) > want ? cdiv(N, PANEL_COLS) : want;
-    if (cdiv(N, panels) >= 4 * nr || panels == 1) {
+    if (work < 2e5) threads = 1;
+    size_t want = threads == 1 ? 1 : 2 * threads;
+    size_t panels = round_up(cdiv(N, PANEL_COLS) > want ? cdiv(N, PANEL_COLS) : want, threads);
+    if (sn >= 4 * panels || (threads == 1 && panels <= sn)) {
         j->own_b = 1;
-        j->mc = M;
-        j->nc = cdiv(cdiv(N, panels), nr) * nr;
-        j->tiles_n = cdiv(N, j->nc);
+        j->tiles_m = 1;
+        j->tiles_n = panels;
         return;
     }
-    size_t bm = cdiv(M, MC), bn = cdiv(N, NC_MAX);
-    while (bm * bn < want && cdiv(N, bn + 1) >= 4 * nr) bn++;
-    while (bm * bn < want && cdiv(M, bm + 1) >= 2 * MR) bm++;
-    j->mc = cdiv(cdiv(M, bm), MR) * MR;
-    j->nc = cdiv(cdiv(N, bn), nr) * nr;
-    j->tiles_n = cdiv(N, j->nc);
+    size_t tm = cdiv(M, MC), tn = cdiv(N, NC_MAX), tn_max = sn / 4 > 1 ? sn / 4 : 1, tm_max = sm / 2 > 1 ? sm / 2 : 1;
+    if (tm > sm) tm = sm;
+    if (tn > sn) tn = sn;
+    while (tm * tn < want && tn < tn_max) tn++;
+    while (tm * tn < want && tm < tm_max) tm++;
+    while ((tm * tn) % threads && tn < tn_max) tn++; /* a multiple of the threads where the strips allow */
+    while ((tm * tn) % threads && tm < tm_max) tm++;
+    j->tiles_m = tm;
+    j->tiles_n = tn;
+}
+
+/* rows / columns of tile t of n over s strips of width w, clipped to len: [*lo, *lo + return) */
+static size_t tile_range(size_t t, size_t n, size_t s, size_t w, size_t len, size_t *lo) {
+    size_t a = t * s / n * w, b = (t + 1) * s / n * w;
+    *lo = a;
+    return (b < len ? b : len) - a;
 }
 
 /* packed B of K block starting at p0 (k or pairs), strip t; in elements of the packed type */
@@ -631,8 +668,10 @@ static void run_block(Job *j, void *Ap, const void *bs, char *C, size_t ldc, siz
 static void gemm_task(void *ctx, size_t task) {
     Job *j = (Job *)ctx;
     const CmGemm *g = j->g;
-    size_t nr = j->nr, i0 = (task / j->tiles_n) * j->mc, j0 = (task % j->tiles_n) * j->nc;
-    size_t mc = g->M - i0 < j->mc ? g->M - i0 : j->mc, nc = g->N - j0 < j->nc ? g->N - j0 : j->nc;
+    size_t nr = j->nr, i0, j0;
+    size_t mc = tile_range(task / j->tiles_n, j->tiles_m, cdiv(g->M, MR), MR, g->M, &i0);
+    size_t nc = tile_range(task % j->tiles_n, j->tiles_n, cdiv(g->N, nr), nr, g->N, &j0);
+    if (mc == 0 || nc == 0) return;
     size_t mblk = j->own_b ? MC : mc, bstrip = j->kblk * nr * 4; /* bytes of one packed B strip */
     void *Ap = j->ap ? j->ap : scratch(BUF_A, cdiv(mblk, MR) * MR * j->kblk * 4); /* run_block picks its block */
     void *Bo = j->own_b ? scratch(BUF_B, cdiv(nc, nr) * bstrip + 64) : NULL;
@@ -694,7 +733,7 @@ static int gemm_run(const CmGemm *g, int is_int) {
         j.bp = (void *)(((uintptr_t)raw + 63) & ~(uintptr_t)63);
         cm_parallel_for(cdiv(j.ksteps, j.kblk) * j.chunks_n, pack_task, &j);
     }
-    if (!j.failed) cm_parallel_for(cdiv(g->M, j.mc) * j.tiles_n, gemm_task, &j);
+    if (!j.failed) cm_parallel_for(j.tiles_m * j.tiles_n, gemm_task, &j);
     return j.failed ? -1 : 0;
 }
 
