@@ -35,6 +35,11 @@ except ImportError:  # not built: the numpy copy and the reference kernels still
 Desc = tuple[int, int, int, int, int, int]
 
 
+#: at most this many bytes of reusable operand buffers per Memory (``read_local(slot=...)``); reads of kinds
+#: beyond it get fresh arrays
+OPERAND_CACHE_BYTES = 64 << 20
+
+
 def c_available() -> bool:
     """Whether the C extension is built and importable."""
     return _cmodel is not None
@@ -105,6 +110,8 @@ class Memory:
             raise ProgramError("the cmodel C extension is not built (pip install the package, or use "
                                "kernels='reference')")
         self._copy = _cmodel.copy if use_c else numpy_copy
+        self._operands: dict[tuple, np.ndarray] = {}  # read_local(slot=...) buffers
+        self._operand_bytes = 0
 
     def lane_desc(self, t: LocalTensor) -> Desc:
         tg = self.target
@@ -115,9 +122,24 @@ class Memory:
         """Checked copy; out-of-range accesses raise ValueError before any byte moves."""
         self._copy(dst, dst_desc, src, src_desc, tuple(shape), esize)
 
-    def read_local(self, t: LocalTensor) -> np.ndarray:
-        """Gather a tile into a dense array of its storage dtype."""
-        out = np.empty(t.shape, dtype=t.dtype.numpy)
+    def read_local(self, t: LocalTensor, slot: int | None = None) -> np.ndarray:
+        """Gather a tile into a dense array of its storage dtype.
+
+        With ``slot`` (the operand's position in its instruction) the array is this memory's own buffer for
+        that slot, shape and dtype, reused by every later read of the same kind: valid until the next such
+        read, for operands that a kernel consumes and does not keep. Fresh arrays are fresh pages, which the
+        OS maps and zeroes on first touch (about a tenth of an int8 resnet50 run).
+        """
+        if slot is None:
+            out = np.empty(t.shape, dtype=t.dtype.numpy)
+        else:
+            key = (slot, t.shape, t.dtype)
+            out = self._operands.get(key)
+            if out is None:
+                out = np.empty(t.shape, dtype=t.dtype.numpy)
+                if self._operand_bytes + out.nbytes <= OPERAND_CACHE_BYTES:
+                    self._operands[key] = out
+                    self._operand_bytes += out.nbytes
         self.copy(out, dense_desc(t.shape), self.local, self.lane_desc(t), t.shape, t.dtype.size)
         return out
 

@@ -173,7 +173,9 @@ class Simulator:
                     if debug and inst.id in probes:
                         self._read_probes(mem, probes[inst.id])
                     continue
-                ops = [mem.read_local(t) if t is not None else None for t in inst.inputs()]
+                # operand buffers are reused (read_local slots) unless debug keeps results that may alias them
+                ops = [None if t is None else mem.read_local(t) if debug else mem.read_local(t, k)
+                       for k, t in enumerate(inst.inputs())]
                 result = kernel(inst, ops)
                 mem.write_local(inst.out, result)
             except ValueError as e:
