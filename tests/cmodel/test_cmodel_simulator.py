@@ -230,3 +230,19 @@ def test_kernel_tables_are_checked():
         check_table("x", {"fft": None}, complete=False)
     with pytest.raises(ProgramError, match="missing opcodes .*'conv2d'"):
         check_table("x", {})
+
+
+def test_int64_ids_feed_an_int32_input_when_they_fit():
+    from torch_tpu.cmodel.builder import ProgramBuilder
+    b = ProgramBuilder("bm1684x")
+    x = b.load(b.input("ids", (1, 1, 1, 4), "int32"))
+    y = b.compute(isa.Eltwise, (1, 1, 1, 4), "int32", layer="add", op="add", a=x, scalar=1)
+    b.output("y", b.store(y))
+    prog = b.build()
+    ids = torch.tensor([[[[0, 7, 2**31 - 2, -5]]]])                     # torch's default int64
+    got = run_program(prog, {"ids": ids})["y"]
+    assert got.dtype == torch.int32 and got.tolist() == [[[[1, 8, 2**31 - 1, -4]]]]
+    with pytest.raises(ProgramError, match=r"input 'ids': torch.int64 values in \[0, 2147483648\] do not fit"):
+        run_program(prog, {"ids": torch.tensor([[[[0, 1, 2, 2**31]]]])})
+    with pytest.raises(ProgramError, match="dtype torch.float32, the program expects int32"):
+        run_program(prog, {"ids": ids.float()})

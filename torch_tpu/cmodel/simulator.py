@@ -51,8 +51,19 @@ class RunResult:
     tensors: dict[str, torch.Tensor] = dataclasses.field(default_factory=dict)
 
 
+def _is_int(dtype: torch.dtype) -> bool:
+    return not dtype.is_floating_point and not dtype.is_complex and dtype != torch.bool
+
+
 def _to_storage(value: np.ndarray | torch.Tensor, io, where: str) -> np.ndarray:
     t = value if isinstance(value, torch.Tensor) else torch.from_numpy(np.asarray(value))
+    if t.dtype != io.dtype.torch and _is_int(t.dtype) and _is_int(io.dtype.torch):
+        # token ids as int64 (torch's default) into an int32 input: exact when every value fits
+        info = torch.iinfo(io.dtype.torch)
+        if t.numel() and (int(t.min()) < info.min or int(t.max()) > info.max):
+            raise ProgramError(f"{where} '{io.name}': {t.dtype} values in [{int(t.min())}, {int(t.max())}] do not "
+                               f"fit the program's {io.dtype.label} input")
+        t = t.to(io.dtype.torch)
     if t.dtype != io.dtype.torch:
         raise ProgramError(f"{where} '{io.name}': dtype {t.dtype}, the program expects {io.dtype.label}")
     if tuple(t.shape) != tuple(io.shape):
