@@ -233,7 +233,6 @@ def test_kernel_tables_are_checked():
 
 
 def test_int64_ids_feed_an_int32_input_when_they_fit():
-    from torch_tpu.cmodel.builder import ProgramBuilder
     b = ProgramBuilder("bm1684x")
     x = b.load(b.input("ids", (1, 1, 1, 4), "int32"))
     y = b.compute(isa.Eltwise, (1, 1, 1, 4), "int32", layer="add", op="add", a=x, scalar=1)
