@@ -77,6 +77,9 @@ def sample_instructions() -> list[isa.Instruction]:
         isa.Select(id=16, cond=f(2048, (1, 4, 8, 1), "uint8"), a=x, b=f(1024, (1, 1, 8, 8)), out=f(4096, (1, 4, 8, 8))),
         isa.Gather(id=17, table=f(0, (1, 70, 1, 8)), index=f(1024, (1, 5, 1, 1), "int32"), prev=f(2048, (1, 5, 1, 8)),
                    out=f(2048, (1, 5, 1, 8)), base=64),
+        isa.QAdd(id=18, a=f(0, (1, 4, 8, 8), "int8"), b=f(1024, (1, 4, 8, 8), "uint8"), out=f(2048, (1, 4, 8, 8), "int8"),
+                 op="sub", a_zp=3, a_multiplier=1 << 20, a_shift=12, b_zp=-128, b_multiplier=3 << 19, b_shift=12,
+                 multiplier=1 << 30, shift=38, zero_point=-2, qmin=0, qmax=127),
     ]
 
 

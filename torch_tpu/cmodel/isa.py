@@ -511,6 +511,79 @@ class Requant(Instruction):
             raise self.fail("shift", "values must lie in [0, 63]")
 
 
+#: |zero point| bound of a QAdd input (keeps every product of its formula exact in int64)
+QADD_ZP_LIMIT = 1 << 16
+
+
+def qadd_span(dtype: DType, zp: int) -> int:
+    """The largest ``|q - zp|`` over the values ``q`` of an int8 / uint8 ``dtype``."""
+    lo, hi = (0, 255) if dtype == DType.UINT8 else (-128, 127)
+    return max(zp - lo, hi - zp)
+
+
+@_register
+@_frozen
+class QAdd(Instruction):
+    """Add or subtract two int8 / uint8 tiles of different scales in one pass (an int8 residual add)::
+
+        ta  = rshift_round_half_away((a - a_zp) * a_multiplier, a_shift)   # a on the common int32 scale
+        tb  = rshift_round_half_away((b - b_zp) * b_multiplier, b_shift)
+        out = clamp(rshift_round_half_away((ta +- tb) * multiplier, shift) + zero_point, qmin, qmax)
+
+    exactly :mod:`torch_tpu.tpu_ops.int8_eltwise`'s ``add_int8`` / ``sub_int8`` (and the unfused chain
+    requant, requant, eltwise, requant, clip). ``a``, ``b`` and ``out`` have one shape (the loads broadcast).
+    Fields are checked so that the chip's int32 accumulator holds ``ta +- tb``: ``|a_zp|, |b_zp| < 2^16`` and
+    the largest ``|ta| + |tb|`` over the input dtypes' values below 2^31.
+    """
+
+    OPCODE = "qadd"
+    INPUTS = ("a", "b")
+    a: LocalTensor
+    b: LocalTensor
+    out: LocalTensor
+    op: str = "add"
+    a_zp: int = 0
+    a_multiplier: int = 1
+    a_shift: int = 0
+    b_zp: int = 0
+    b_multiplier: int = 1
+    b_shift: int = 0
+    multiplier: int = 1
+    shift: int = 0
+    zero_point: int = 0
+    qmin: int = -128
+    qmax: int = 127
+
+    def check_fields(self, target: Target) -> None:
+        _same_shape(self, "b", self.b, self.a)
+        _same_shape(self, "out", self.out, self.a)
+        for name in ("a", "b", "out"):
+            if getattr(self, name).dtype not in (DType.INT8, DType.UINT8):
+                raise self.fail(name, "qadd reads and writes int8 / uint8 tiles")
+        if self.op not in ("add", "sub"):
+            raise self.fail("op", f"must be add or sub, got {self.op!r}")
+        for name in ("a_multiplier", "b_multiplier", "multiplier"):
+            if not 0 <= getattr(self, name) < 2**31:
+                raise self.fail(name, "must lie in [0, 2^31)")
+        for name in ("a_shift", "b_shift", "shift"):
+            if not 0 <= getattr(self, name) <= 63:
+                raise self.fail(name, "must lie in [0, 63]")
+        for name in ("a_zp", "b_zp"):
+            if abs(getattr(self, name)) >= QADD_ZP_LIMIT:
+                raise self.fail(name, f"|zero point| must be below {QADD_ZP_LIMIT}")
+        lo, hi = (0, 255) if self.out.dtype == DType.UINT8 else (-128, 127)
+        if not lo <= self.qmin <= self.qmax <= hi:
+            raise self.fail("qmin", f"need {lo} <= qmin <= qmax <= {hi}, got [{self.qmin}, {self.qmax}]")
+
+        def top(dtype: DType, zp: int, m: int, s: int) -> int:
+            v = qadd_span(dtype, zp) * m
+            return (v + ((1 << s) >> 1)) >> s
+
+        if top(self.a.dtype, self.a_zp, self.a_multiplier, self.a_shift) + \
+                top(self.b.dtype, self.b_zp, self.b_multiplier, self.b_shift) >= 2**31:
+            raise self.fail("a_multiplier", "the rescaled inputs' sum could leave int32")
+
+
 #: rounding of float -> int casts (names as in torch_tpu/fixed_point.py; index = C code)
 ROUND_MODES = ("half_even", "half_away_from_zero")
 

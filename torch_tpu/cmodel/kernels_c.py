@@ -126,6 +126,16 @@ def requant(inst: isa.Requant, ops: Operands) -> np.ndarray:
     return out
 
 
+def qadd(inst: isa.QAdd, ops: Operands) -> np.ndarray:
+    a, b = ops
+    out = _out(inst.out)
+    _cmodel.qadd(out, int(inst.out.dtype), a, int(inst.a.dtype), b, int(inst.b.dtype), inst.out.numel,
+                 1 if inst.op == "add" else -1, (inst.a_zp, inst.a_multiplier, inst.a_shift),
+                 (inst.b_zp, inst.b_multiplier, inst.b_shift),
+                 (inst.multiplier, inst.shift, inst.zero_point, inst.qmin, inst.qmax))
+    return out
+
+
 def cast(inst: isa.Cast, ops: Operands) -> np.ndarray:
     (x,) = ops
     out = _out(inst.out)
@@ -183,6 +193,6 @@ def gather(inst: isa.Gather, ops: Operands) -> np.ndarray:
 
 KERNELS: dict[str, KernelFn] = {
     "conv2d": conv2d, "matmul": matmul, "eltwise": eltwise, "activation": activation, "pool2d": pool2d,
-    "lut": lut, "requant": requant, "cast": cast, "reduce": reduce, "softmax": softmax, "layernorm": layernorm,
+    "lut": lut, "requant": requant, "qadd": qadd, "cast": cast, "reduce": reduce, "softmax": softmax, "layernorm": layernorm,
     "compare": compare, "select": select, "gather": gather,
 }

@@ -242,6 +242,18 @@ def requant(inst: isa.Requant, ops: Operands) -> np.ndarray:
     return from_torch(v + inst.zero_point, inst.out.dtype)
 
 
+def qadd(inst: isa.QAdd, ops: Operands) -> np.ndarray:
+    """Two rescaled int8 inputs added / subtracted in int64, requantized (see :class:`isa.QAdd`)."""
+    a, b = ops
+    ta = rshift_round_half_away((i64(a, inst.a.dtype) - inst.a_zp) * inst.a_multiplier,
+                                torch.full(inst.a.shape, inst.a_shift, dtype=torch.int64))
+    tb = rshift_round_half_away((i64(b, inst.b.dtype) - inst.b_zp) * inst.b_multiplier,
+                                torch.full(inst.b.shape, inst.b_shift, dtype=torch.int64))
+    acc = ta + tb if inst.op == "add" else ta - tb
+    v = rshift_round_half_away(acc * inst.multiplier, torch.full(inst.out.shape, inst.shift, dtype=torch.int64))
+    return from_torch((v + inst.zero_point).clamp(inst.qmin, inst.qmax), inst.out.dtype)
+
+
 def cast(inst: isa.Cast, ops: Operands) -> np.ndarray:
     """Float <-> float / int rounding and (de)quantization (see :class:`isa.Cast`)."""
     (x,) = ops
@@ -330,6 +342,6 @@ def gather(inst: isa.Gather, ops: Operands) -> np.ndarray:
 #: opcode -> kernel (registration in one place)
 KERNELS: dict[str, KernelFn] = {
     "conv2d": conv2d, "matmul": matmul, "eltwise": eltwise, "activation": activation, "pool2d": pool2d,
-    "lut": lut, "requant": requant, "cast": cast, "reduce": reduce, "softmax": softmax, "layernorm": layernorm,
+    "lut": lut, "requant": requant, "qadd": qadd, "cast": cast, "reduce": reduce, "softmax": softmax, "layernorm": layernorm,
     "compare": compare, "select": select, "gather": gather,
 }

@@ -1,5 +1,5 @@
-"""Triton kernels for the cmodel opcodes besides the MAC / eltwise / activation ones: pool2d, lut, requant, cast,
-reduce, softmax, layernorm, compare, select, gather. Same signature and numerics as
+"""Triton kernels for the cmodel opcodes besides the MAC / eltwise / activation ones: pool2d, lut, requant, qadd,
+cast, reduce, softmax, layernorm, compare, select, gather. Same signature and numerics as
 :mod:`torch_tpu.cmodel.kernels_ref` (the definition); :mod:`torch_tpu.cmodel.kernels_triton` merges this table
 into its ``KERNELS``.
 
@@ -169,6 +169,16 @@ if triton is not None:
         mult = tl.load(m_ptr + ch, mask=m, other=0).to(tl.int64)
         sh = tl.load(s_ptr + ch, mask=m, other=0).to(tl.int64)
         _store_int(o_ptr + offs, _rshift_rhaz(x * mult, sh) + zp, m, qlo, qhi)
+
+    @triton.jit
+    def _qadd_kernel(a_ptr, b_ptr, o_ptr, n, sign, a_zp, a_m, a_s, b_zp, b_m, b_s, mult, shift, zp, qlo, qhi,
+                     BLOCK: tl.constexpr):
+        offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+        m = offs < n
+        zero = tl.zeros((BLOCK,), dtype=tl.int64)
+        ta = _rshift_rhaz((tl.load(a_ptr + offs, mask=m, other=0).to(tl.int64) - a_zp) * a_m, zero + a_s)
+        tb = _rshift_rhaz((tl.load(b_ptr + offs, mask=m, other=0).to(tl.int64) - b_zp) * b_m, zero + b_s)
+        _store_int(o_ptr + offs, _rshift_rhaz((ta + sign * tb) * mult, zero + shift) + zp, m, qlo, qhi)
 
     @triton.jit
     def _cast_kernel(x_ptr, o_ptr, n, scale, zp, qlo, qhi, fmax, SRC_FLOAT: tl.constexpr, DST_FLOAT: tl.constexpr,
@@ -472,6 +482,20 @@ def requant(inst: isa.Requant, ops: Operands) -> np.ndarray:
     return _result(out, inst.out)
 
 
+def qadd(inst: isa.QAdd, ops: Operands) -> np.ndarray:
+    """Two rescaled int8 inputs added / subtracted in int64, requantized (see :class:`isa.QAdd`)."""
+    dev = _device()
+    a, b = ops
+    out = _empty(inst.out, dev)
+    n = inst.out.numel
+    _qadd_kernel[(triton.cdiv(n, _BLOCK),)](_operand(a, inst.a, dev), _operand(b, inst.b, dev), out, n,
+                                            1 if inst.op == "add" else -1, inst.a_zp, inst.a_multiplier,
+                                            inst.a_shift, inst.b_zp, inst.b_multiplier, inst.b_shift,
+                                            inst.multiplier, inst.shift, inst.zero_point, inst.qmin, inst.qmax,
+                                            BLOCK=_BLOCK)
+    return _result(out, inst.out)
+
+
 #: the largest f32 value below 4e18, the clamp of a float -> int cast
 _F32_BELOW_4E18 = float(np.nextafter(np.float32(4e18), np.float32(0)) if np.float32(4e18) > 4e18
                         else np.float32(4e18))
@@ -622,6 +646,6 @@ def gather(inst: isa.Gather, ops: Operands) -> np.ndarray:
 
 #: opcode -> kernel; merged into kernels_triton.KERNELS
 KERNELS: dict[str, KernelFn] = {
-    "pool2d": pool2d, "lut": lut, "requant": requant, "cast": cast, "reduce": reduce, "softmax": softmax,
+    "pool2d": pool2d, "lut": lut, "requant": requant, "qadd": qadd, "cast": cast, "reduce": reduce, "softmax": softmax,
     "layernorm": layernorm, "compare": compare, "select": select, "gather": gather,
 }

@@ -24,8 +24,9 @@ alignment waste)::
                array streams the int8 results at the target's int8 element rate, with no issue latency and no
                pass over local memory (an unfused Requant pays latency + its int32 input at the f32 rate); the
                MAC term's eu() then counts the int32 accumulator rows, as without the fused requant
-    elementwise (eltwise, activation, cast, requant, lut)
+    elementwise (eltwise, activation, cast, requant, lut, qadd)
                cycles = latency + ceil(N * groups(out) * eu(H*W) * ops / elem[prec])
+               (qadd: ops = 3 at the int8 rate, its two input rescales and the output requant)
     pool2d     ... with eu(Ho*Wo) * kh * kw element ops
     reduce / softmax / layernorm: over the input tile, ops = 1 / 4 / 5 per element
 
@@ -180,6 +181,7 @@ COSTS: dict[str, Callable[[isa.Instruction, Target], Cost]] = {
     "eltwise": _elementwise_cost(lambda i: 1, src="a"),
     "activation": _elementwise_cost(lambda i: 4 if i.op in TRANSCENDENTAL else 1),
     "cast": _elementwise_cost(lambda i: 1), "requant": _elementwise_cost(lambda i: 1),
+    "qadd": _elementwise_cost(lambda i: 3, src="a"),
     "lut": _elementwise_cost(lambda i: 1),
     "reduce": _elementwise_cost(lambda i: 1, over="x"),
     "softmax": _elementwise_cost(lambda i: 4, over="x"),

@@ -648,14 +648,19 @@ static void rq_task(void *ctx, size_t t) { RQ_TASK_BODY }
 
 /* 4 lanes of int64 (values that fit int32): the same formula (|x m| + half) >> s with the sign put back, + zp,
  * clamped to [lo, hi] */
+/* rshift_rhaz(v m, s) on 4 lanes of int64 whose values fit int32 (m < 2^31, half = 2^(s-1) or 0) */
 __attribute__((target("avx2")))
-static inline __m256i rq4_avx2(__m256i v, __m256i vm, __m256i vh, __m128i cnt, __m256i vz, __m256i lo, __m256i hi) {
-    __m256i zero = _mm256_setzero_si256();
-    v = _mm256_mul_epi32(v, vm);                          /* signed 32 x 32 -> 64 (m < 2^31) */
-    __m256i sg = _mm256_cmpgt_epi64(zero, v);
+static inline __m256i rs4_avx2(__m256i v, __m256i vm, __m256i vh, __m128i cnt) {
+    v = _mm256_mul_epi32(v, vm);                          /* signed 32 x 32 -> 64 */
+    __m256i sg = _mm256_cmpgt_epi64(_mm256_setzero_si256(), v);
     v = _mm256_sub_epi64(_mm256_xor_si256(v, sg), sg);    /* |v| */
     v = _mm256_srl_epi64(_mm256_add_epi64(v, vh), cnt);
-    v = _mm256_add_epi64(_mm256_sub_epi64(_mm256_xor_si256(v, sg), sg), vz);
+    return _mm256_sub_epi64(_mm256_xor_si256(v, sg), sg);
+}
+
+__attribute__((target("avx2")))
+static inline __m256i rq4_avx2(__m256i v, __m256i vm, __m256i vh, __m128i cnt, __m256i vz, __m256i lo, __m256i hi) {
+    v = _mm256_add_epi64(rs4_avx2(v, vm, vh, cnt), vz);
     v = _mm256_blendv_epi8(v, lo, _mm256_cmpgt_epi64(lo, v));
     return _mm256_blendv_epi8(v, hi, _mm256_cmpgt_epi64(v, hi));
 }
@@ -744,6 +749,85 @@ const char *cm_requant(void *out, int od, const void *x, int xd, i64 N, i64 C, i
         }
     cm_from_i64_sat(v, n, od, out);
     free(v);
+    return NULL;
+}
+
+/* ---- qadd: a +- b of two int8 / uint8 tiles, each rescaled to a common scale, then requantized (isa.QAdd) --
+ * ta = rshift_rhaz((a - a_zp) a_m, a_s), tb likewise, out = clamp(rshift_rhaz((ta +- tb) m, s) + zp, lo, hi).
+ * isa.QAdd.check_fields guarantees |a - a_zp| < 2^31 and |ta| + |tb| < 2^31, so every product is exact in int64
+ * and the AVX2 path's 32 x 32 -> 64 multiplies see int32 values. Threaded over contiguous element ranges. */
+
+typedef struct {
+    void *out;
+    const void *a, *b;
+    int od, ad, bd, sign, as, bs, s;
+    i64 n, ntasks;
+    int64_t az, am, bz, bm, m, zp, lo, hi;
+} QaJob;
+
+static inline int64_t qa_load(const void *p, int dt, i64 i) {
+    return dt == DT_U8 ? (int64_t)((const uint8_t *)p)[i] : (int64_t)((const int8_t *)p)[i];
+}
+
+static void qa_range(const QaJob *j, i64 i, i64 end) {
+    for (; i < end; i++) {
+        int64_t ta = rshift_rhaz((qa_load(j->a, j->ad, i) - j->az) * j->am, j->as);
+        int64_t tb = rshift_rhaz((qa_load(j->b, j->bd, i) - j->bz) * j->bm, j->bs);
+        int64_t v = rshift_rhaz((ta + j->sign * tb) * j->m, j->s) + j->zp;
+        v = v < j->lo ? j->lo : v > j->hi ? j->hi : v;
+        if (j->od == DT_U8) ((uint8_t *)j->out)[i] = (uint8_t)v;
+        else ((int8_t *)j->out)[i] = (int8_t)v;
+    }
+}
+
+static void qa_task(void *ctx, size_t t) {
+    const QaJob *j = (const QaJob *)ctx;
+    qa_range(j, j->n * (i64)t / j->ntasks, j->n * ((i64)t + 1) / j->ntasks);
+}
+
+#ifdef CM_DW_AVX2
+static inline int64_t half_of(int s) { return s > 0 ? (int64_t)1 << (s - 1) : 0; }
+
+/* int8 a, b and out: 4 elements a step through the formula above in int64 lanes */
+__attribute__((target("avx2"))) static void qa_task_avx2(void *ctx, size_t t) {
+    const QaJob *j = (const QaJob *)ctx;
+    i64 i = j->n * (i64)t / j->ntasks, end = j->n * ((i64)t + 1) / j->ntasks;
+    if (j->ad == DT_I8 && j->bd == DT_I8 && j->od == DT_I8) {
+        const int8_t *a = (const int8_t *)j->a, *b = (const int8_t *)j->b;
+        int8_t *o = (int8_t *)j->out;
+        __m256i az = _mm256_set1_epi64x(j->az), bz = _mm256_set1_epi64x(j->bz), zp = _mm256_set1_epi64x(j->zp);
+        __m256i am = _mm256_set1_epi64x(j->am), bm = _mm256_set1_epi64x(j->bm), m = _mm256_set1_epi64x(j->m);
+        __m256i ah = _mm256_set1_epi64x(half_of(j->as)), bh = _mm256_set1_epi64x(half_of(j->bs));
+        __m256i h = _mm256_set1_epi64x(half_of(j->s)), lo = _mm256_set1_epi64x(j->lo), hi = _mm256_set1_epi64x(j->hi);
+        __m128i ac = _mm_cvtsi32_si128(j->as), bc = _mm_cvtsi32_si128(j->bs), c = _mm_cvtsi32_si128(j->s);
+        const __m256i lo32 = _mm256_setr_epi32(0, 2, 4, 6, 1, 3, 5, 7);
+        for (; i + 4 <= end; i += 4) {
+            int32_t wa, wb;
+            memcpy(&wa, a + i, 4);
+            memcpy(&wb, b + i, 4);
+            __m256i ta = rs4_avx2(_mm256_sub_epi64(_mm256_cvtepi8_epi64(_mm_cvtsi32_si128(wa)), az), am, ah, ac);
+            __m256i tb = rs4_avx2(_mm256_sub_epi64(_mm256_cvtepi8_epi64(_mm_cvtsi32_si128(wb)), bz), bm, bh, bc);
+            __m256i v = j->sign > 0 ? _mm256_add_epi64(ta, tb) : _mm256_sub_epi64(ta, tb);
+            v = _mm256_permutevar8x32_epi32(rq4_avx2(v, m, h, c, zp, lo, hi), lo32); /* low halves in front */
+            __m128i r = _mm256_castsi256_si128(v);
+            r = _mm_packs_epi32(r, r);
+            int32_t w = _mm_cvtsi128_si32(_mm_packs_epi16(r, r));
+            memcpy(o + i, &w, 4);
+        }
+    }
+    qa_range(j, i, end);
+}
+#endif
+
+const char *cm_qadd(void *out, int od, const void *a, int ad, const void *b, int bd, i64 n, int sign, i64 az,
+                    i64 am, int as, i64 bz, i64 bm, int bs, i64 m, int s, i64 zp, i64 lo, i64 hi) {
+    QaJob j = {out, a, b, od, ad, bd, sign, as, bs, s, n, 1, az, am, bz, bm, m, zp, lo, hi};
+    j.ntasks = n < 65536 ? 1 : (n / 16384 < 64 ? n / 16384 : 64);
+    cm_task_fn fn = qa_task;
+#ifdef CM_DW_AVX2
+    if (cm_simd_level() > 0) fn = qa_task_avx2;
+#endif
+    cm_parallel_for((size_t)j.ntasks, fn, &j);
     return NULL;
 }
 

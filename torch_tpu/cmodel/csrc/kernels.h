@@ -24,6 +24,8 @@ const char *cm_pool2d(void *out, int od, const void *x, int xd, i64 N, i64 C, i6
 const char *cm_lut(void *out, int od, const void *x, int xd, i64 n, const void *table);
 const char *cm_requant(void *out, int od, const void *x, int xd, i64 N, i64 C, i64 inner, const int32_t *mult,
                        const int32_t *shift, i64 nparams, i64 zp);
+const char *cm_qadd(void *out, int od, const void *a, int ad, const void *b, int bd, i64 n, int sign, i64 az,
+                    i64 am, int as, i64 bz, i64 bm, int bs, i64 m, int s, i64 zp, i64 lo, i64 hi);
 const char *cm_cast(void *out, int od, const void *x, int xd, i64 n, float scale, i64 zp, int round_mode);
 const char *cm_reduce(void *out, int od, const void *x, int xd, const i64 *shape, int axes_mask, int op);
 const char *cm_softmax(void *out, int od, const void *x, int xd, const i64 *shape, int axis, int log);

@@ -433,6 +433,39 @@ static PyObject *py_requant(PyObject *self, PyObject *args) {
                   b, 4);
 }
 
+/* the largest |q - zp| over the dtype's values */
+static i64 qadd_span(int dt, i64 zp) {
+    i64 lo = dt == DT_U8 ? 0 : -128, hi = dt == DT_U8 ? 255 : 127;
+    return zp - lo > hi - zp ? zp - lo : hi - zp;
+}
+
+static PyObject *py_qadd(PyObject *self, PyObject *args) {
+    PyObject *o, *x, *y;
+    int od, ad, bd, sign, as, bs, s;
+    i64 n, az, am, bz, bm, m, zp, lo, hi;
+    Buf b[3] = {{.held = 0}, {.held = 0}, {.held = 0}};
+    if (!PyArg_ParseTuple(args, "OiOiOiLi(LLi)(LLi)(LiLLL)", &o, &od, &x, &ad, &y, &bd, &n, &sign, &az, &am, &as,
+                          &bz, &bm, &bs, &m, &s, &zp, &lo, &hi))
+        return NULL;
+    int ok = (od == DT_I8 || od == DT_U8) && (ad == DT_I8 || ad == DT_U8) && (bd == DT_I8 || bd == DT_U8) &&
+             (sign == 1 || sign == -1) && n >= 0;
+    /* the fields isa.QAdd.check_fields guarantees; refused here too so that no call can overflow int64 */
+    ok = ok && as >= 0 && as <= 63 && bs >= 0 && bs <= 63 && s >= 0 && s <= 63 && am >= 0 && am < ((i64)1 << 31) &&
+         bm >= 0 && bm < ((i64)1 << 31) && m >= 0 && m < ((i64)1 << 31) && az > -((i64)1 << 16) &&
+         az < ((i64)1 << 16) && bz > -((i64)1 << 16) && bz < ((i64)1 << 16);
+    if (ok) {
+        ok = rshift_rhaz(qadd_span(ad, az) * am, as) + rshift_rhaz(qadd_span(bd, bz) * bm, bs) < ((i64)1 << 31);
+    }
+    if (!ok) { PyErr_SetString(PyExc_ValueError, "qadd: fields out of range (see isa.QAdd)"); return NULL; }
+    if (buf_get(o, &b[0], 1, "out") || buf_get(x, &b[1], 0, "a") || buf_get(y, &b[2], 0, "b")) return finish(NULL, b, 3);
+    if (buf_need(&b[0], n, od, "out") || buf_need(&b[1], n, ad, "a") || buf_need(&b[2], n, bd, "b"))
+        return finish(NULL, b, 3);
+    const char *err;
+    RUN_NOGIL(err, cm_qadd(b[0].v.buf, od, b[1].v.buf, ad, b[2].v.buf, bd, n, sign, az, am, as, bz, bm, bs, m, s, zp,
+                           lo, hi));
+    return finish(err, b, 3);
+}
+
 static PyObject *py_cast(PyObject *self, PyObject *args) {
     PyObject *o, *x;
     int od, xd, mode;
@@ -620,6 +653,7 @@ static PyMethodDef methods[] = {
     {"pool2d", py_pool2d, METH_VARARGS, "max/avg pool kernel"},
     {"lut", py_lut, METH_VARARGS, "256-entry lookup table kernel"},
     {"requant", py_requant, METH_VARARGS, "per-channel multiplier/shift requantization"},
+    {"qadd", py_qadd, METH_VARARGS, "a +- b of two int8 tiles rescaled to a common scale, requantized"},
     {"cast", py_cast, METH_VARARGS, "dtype cast / quantize / dequantize"},
     {"reduce", py_reduce, METH_VARARGS, "sum/mean/max/min reduction"},
     {"softmax", py_softmax, METH_VARARGS, "softmax / log-softmax"},
