@@ -27,6 +27,7 @@ from torch_tpu.cmodel.kernels import get_kernel_set
 from torch_tpu.cmodel.kernels_ref import from_torch
 from torch_tpu.cmodel.operands import DType
 from torch_tpu.cmodel.simulator import run_program
+from torch_tpu.errors import ProgramError
 from torch_tpu.targets import get_target
 
 pytestmark = [pytest.mark.skipif(not kernels_triton.available(), reason="triton is not installed"),
@@ -98,6 +99,24 @@ def gen_requant(r, g, v):
     inst = isa.Requant(id=0, x=L(0, 0, x, xdt), out=L(0, 0, x, odt), multiplier=tuple(m for m, _ in pairs),
                        shift=tuple(s for _, s in pairs), zero_point=r.randint(-300, 300))
     return inst, [_values(x, xdt, g)], EXACT
+
+
+def gen_qadd(r, g, v):
+    x = _shape(r)
+    dts = [r.choice(["int8", "uint8"]) for _ in range(3)]
+    while True:   # the lowering's kind of scales (a common scale with extra fraction bits) and random zero points
+        s_a, s_b = r.randint(8, 31), r.randint(0, 31)
+        inst = isa.QAdd(id=0, a=L(0, 0, x, dts[0]), b=L(0, 0, x, dts[1]), out=L(0, 0, x, dts[2]),
+                        op=r.choice(["add", "sub"]), a_zp=r.randint(-300, 300), b_zp=r.randint(-300, 300),
+                        a_multiplier=r.randrange(1 << (s_a - 1), 1 << s_a), a_shift=s_a,
+                        b_multiplier=r.randrange(0, 1 << s_b) if s_b else r.randint(0, 9), b_shift=s_b,
+                        multiplier=r.randrange(1 << 31), shift=r.randint(0, 45), zero_point=r.randint(-200, 200),
+                        qmin=0 if dts[2] == "uint8" else -128, qmax=r.randint(100, 255 if dts[2] == "uint8" else 127))
+        try:
+            inst.check(T)
+            return inst, [_values(x, dts[0], g), _values(x, dts[1], g)], EXACT
+        except ProgramError:
+            continue
 
 
 def gen_cast(r, g, v):
@@ -200,7 +219,7 @@ def gen_gather(r, g, v):
 
 #: opcode -> gen(r, g, v) -> (instruction, operands, tolerance); r/g: python/torch RNGs, v: the seed index, which
 #: picks the variant (mode, dtype family, axis ...) so that the seeds cover each
-GENERATORS = {"pool2d": gen_pool2d, "lut": gen_lut, "requant": gen_requant, "cast": gen_cast, "reduce": gen_reduce,
+GENERATORS = {"pool2d": gen_pool2d, "lut": gen_lut, "requant": gen_requant, "qadd": gen_qadd, "cast": gen_cast, "reduce": gen_reduce,
               "softmax": gen_softmax, "layernorm": gen_layernorm, "compare": gen_compare, "select": gen_select,
               "gather": gen_gather}
 
