@@ -155,7 +155,7 @@ static int copy_mode(const Desc *d, const i64 *s) {
     return rows && (s[2] == 1 || d->a[3] == s[3]) ? 2 : rows ? 1 : 0;
 }
 
-#define COPY_PARALLEL_BYTES ((i64)1 << 20)
+#define COPY_PARALLEL_BYTES ((i64)1 << 18) /* 256 KiB: below it, waking the workers costs about what they save */
 
 typedef struct {
     char *dp;
