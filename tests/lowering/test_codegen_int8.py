@@ -238,13 +238,24 @@ def test_add_sub_int8(op, zps, bshape):
     g.check(y)
 
 
+def test_common_scale_keeps_the_rescaled_sum_in_int32():
+    """The add's common scale leaves the qadd's int32 accumulator room for both rescaled inputs together."""
+    from torch_tpu.lowering.rules.int8_eltwise import common_scale_bits
+    assert common_scale_bits(1.0, 0.5) == 8
+    for ra, rb in [(2.0 ** 14, 2.0 ** 14), (2.0 ** 15, 1.0), (3000.0, 29000.0)]:
+        k = common_scale_bits(ra, rb)
+        assert 256 * (ra + rb) * 2.0 ** k < 2 ** 31 <= 256 * (ra + rb) * 2.0 ** (k + 1)
+    assert common_scale_bits(2.0 ** 22, 2.0 ** 22) == 0      # cannot fit at all: codegen refuses the add
+
+
 def test_add_int8_tiled():
-    """1x64x160x160 int8 plus two int32 scratch tiles per slice exceed a lane -> H slices."""
+    """1x64x320x320 int8: three 100 KiB tiles per lane exceed it -> H slices, one qadd each, nothing else."""
     g = OpGraph()
-    a, b = g.input("a", q8(1, 64, 160, 160)), g.input("b", q8(1, 64, 160, 160))
+    a, b = g.input("a", q8(1, 64, 320, 320)), g.input("b", q8(1, 64, 320, 320))
     y = g.op("add_int8", a, b, *scalar(256.0), *scalar(200.0), *scalar(2.0 ** -8), -128, 3, -128, -128, 127)
     prog = g.check(y, kernels=("c",))
-    assert len(of(prog, isa.Requant)) > 6
+    assert len(of(prog, isa.QAdd)) > 2
+    assert {i.OPCODE for i in prog.instructions} == {"dma_load", "qadd", "dma_store"}
 
 
 @pytest.mark.parametrize("zps,bshape", [((0, 0, 0), (2, 4, 5, 6)), ((-128, -128, 4), (2, 4, 1, 1)),
@@ -301,7 +312,12 @@ def test_unsupported_int8_forms_are_named():
     g = OpGraph()
     a = g.input("a", q8(1, 4, 4, 4))
     g.b.graph.output(g.op("add_int8", a, a, 2 ** 31 - 1, 0, *scalar(1.0), *scalar(1.0)))  # a * (2^31 - 1)
-    with pytest.raises(UnsupportedOpError, match="could leave int32"):
+    with pytest.raises(UnsupportedOpError, match="could sum past int32"):
+        codegen(g.b.finish(), "bm1684x")
+    g = OpGraph()
+    a = g.input("a", q8(1, 4, 4, 4))                           # each side fits int32, their sum does not
+    g.b.graph.output(g.op("sub_int8", a, a, 8_000_000, 0, 8_000_000, 0, *scalar(1.0), -128, -128))
+    with pytest.raises(UnsupportedOpError, match="tpu.sub_int8.*could sum past int32"):
         codegen(g.b.finish(), "bm1684x")
 
 

@@ -187,7 +187,10 @@ class ZeroBranch(nn.Module):
         self.fc = nn.Linear(4, 4)
 
     def forward(self, x):
-        return torch.relu(-torch.abs(x)) + x, torch.cat([torch.relu(-torch.abs(x)), x], 1), torch.relu(self.fc(x))
+        # the fc + relu is read by an int8 op (neg, a lookup table), so it is requantized to the relu's degenerate
+        # scale; as a graph output it would be the float-output form, which has no output scale
+        return (torch.relu(-torch.abs(x)) + x, torch.cat([torch.relu(-torch.abs(x)), x], 1),
+                torch.neg(torch.relu(self.fc(x))))
 
 
 def test_degenerate_zero_threshold_lowers_and_runs():
@@ -205,6 +208,7 @@ def test_degenerate_zero_threshold_lowers_and_runs():
     for r, o in zip(m(data[1])[:2], out[:2]):
         assert cosine(r, o) >= 0.999
     # the fused linear+relu requantizes to a ~1e-40 scale: factors capped at 2^22, outputs ~0, no overflow
+    assert ops_by_name(tpu)["relu_2"] == "tpu.linear_int8.default"
     assert out[2].abs().max() < 1e-30
 
 

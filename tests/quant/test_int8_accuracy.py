@@ -114,12 +114,13 @@ ZOO_CASES = [
     pytest.param("resnet50", marks=_SLOW),
     pytest.param("vit_tiny_patch16_224", marks=_SLOW),
     pytest.param("efficientnet_b0", marks=[_SLOW, pytest.mark.xfail(
-        strict=False, reason="int8 vs f32 cosine about 0.95 / 0.99 on the two eval samples (mean 0.980, 0.95 to 0.99 "
-        "over 24 samples with a 64-sample table). No single cause: quantizing one tensor class alone costs "
-        "0.001 to 0.009 each (dwconv out 0.009, silu 0.007, conv 0.007, SE mul 0.006, weights 0.002) and the "
-        "16 squeeze-excite gates amplify the main path's error block by block; eval sample 0 also exceeds the "
-        "calibrated max by up to 1.9x deep in the net. Narrowing LUT inputs to where silu/sigmoid change "
-        "(finer pre-silu grids) and max instead of kl for the SE inputs were measured and did not help")]),
+        strict=False, reason="int8 vs f32 cosine 0.954 on eval sample 0 (about 0.99 on sample 1; 0.979 mean, "
+        "0.956 worst over 10 held-out inputs). Sample 0 exceeds the 16-sample calibrated max by up to 1.9x from "
+        "stage 6 on; with every threshold widened to cover it the same fake-quant simulation reaches 0.990, so "
+        "what fails is calibration coverage, not int8 resolution. Widening only the squeeze-excite tensors gives "
+        "0.969, only stages >= 7 0.966; no threshold method gets there (kl 0.956, kl asymmetric 0.958, mse "
+        "0.962, percentile 0.958, max 0.952, kl + tune 5 0.956, 10-input runs). The conv + silu / sigmoid fusion "
+        "(tpu.conv2d_lut_int8, 16-bit pre-activation) moved sample 0 from 0.9515 to 0.9540")]),
 ]
 N_CAL, N_EVAL = 16, 2
 

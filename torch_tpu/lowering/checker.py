@@ -13,7 +13,8 @@
 At precision ``int8`` (see :func:`check_int8_node`) float values may be f32 or any float precision of the
 target (layers kept in float by the qtable or for lack of an int8 rule), and every ``*_int8`` op is checked:
 int8 activations and weights, int32 bias, an int32 multiplier and shift per output channel (or per tensor)
-in range, int8 results (f32/bf16/f16 only from ``dequantize_int8``); a ``tpu.cast`` never touches int8
+in range, int8 results (f32/bf16/f16 only from ``dequantize_int8``; the float-output MACs ``*_int8_f32``
+give f32 from a positive f32 scale per output channel or per tensor); a ``tpu.cast`` never touches int8
 (precision boundaries are ``quantize_int8`` / ``dequantize_int8``), and float ops never read int8 values
 except data movement.
 
@@ -42,8 +43,13 @@ INT8_DATA_MOVEMENT = {"reshape", "permute", "expand", "slice", "copy", "concat"}
 #: int8 op -> {argument index: expected dtype} for its tensor operands other than int8 ones.
 _INT8_SPECIAL = {
     "conv2d_int8": {2: torch.int32, 7: torch.int32, 8: torch.int64},
+    "conv2d_lut_int8": {2: torch.int32, 7: torch.int32, 8: torch.int64, 11: torch.int32, 12: torch.int32},
     "linear_int8": {2: torch.int32, 3: torch.int32, 4: torch.int64},
+    "conv2d_int8_f32": {2: torch.int32, 7: torch.float32},
+    "linear_int8_f32": {2: torch.int32, 3: torch.float32},
 }
+#: int8 MACs with an f32 result (the accumulator dequantized; ``tpu_ops/int8_mac.py``)
+INT8_F32_OPS = {"conv2d_int8_f32", "linear_int8_f32", "matmul_int8_f32"}
 
 
 def check_int8_node(gm: fx.GraphModule, node: fx.Node, short: str, gm_name: str) -> None:
@@ -65,11 +71,27 @@ def check_int8_node(gm: fx.GraphModule, node: fx.Node, short: str, gm_name: str)
     if short == "dequantize_int8":
         if not out.dtype.is_floating_point:
             raise _fail(gm_name, node, f"dequantizes to {dtype_str(out.dtype)}")
+    elif short in INT8_F32_OPS:
+        if out.dtype != torch.float32:
+            raise _fail(gm_name, node, f"result is {dtype_str(out.dtype)}, expected f32")
+        scale = node.args[7] if short == "conv2d_int8_f32" else node.args[3] if short == "linear_int8_f32" \
+            else node.args[2]
+        if isinstance(scale, fx.Node):
+            if scale.op != "get_attr":
+                raise _fail(gm_name, node, "scale is not a constant")
+            scale = fetch_attr(gm, scale.target)
+            channels = out.shape[1] if short == "conv2d_int8_f32" else out.shape[-1]
+            if scale.dim() > 1 or scale.numel() not in (1, channels):
+                raise _fail(gm_name, node, f"scale has shape {list(scale.shape)}, expected 1 or {channels} values")
+        if not bool(torch.all(torch.isfinite(torch.as_tensor(scale)) & (torch.as_tensor(scale) > 0))):
+            raise _fail(gm_name, node, "scale is not finite and positive")
+        return
     elif out.dtype != torch.int8:
         raise _fail(gm_name, node, f"result is {dtype_str(out.dtype)}, expected int8")
     if short in _INT8_SPECIAL:
-        m_node, s_node = node.args[7:9] if short == "conv2d_int8" else node.args[3:5]
-        channels = out.shape[1] if short == "conv2d_int8" else out.shape[-1]
+        conv = short in ("conv2d_int8", "conv2d_lut_int8")
+        m_node, s_node = node.args[7:9] if conv else node.args[3:5]
+        channels = out.shape[1] if conv else out.shape[-1]
         for what, n, lo, hi in (("multiplier", m_node, 0, 2 ** 31 - 1), ("shift", s_node, 0, 63)):
             if not isinstance(n, fx.Node) or n.op != "get_attr":
                 raise _fail(gm_name, node, f"{what} is not a constant")
@@ -146,7 +168,7 @@ def check_tpu(gm: fx.GraphModule, target: Target | str, precision: str, *, name:
             raise _fail(name, node, f"meta['val'] is {type_str(val)} but the op gives {type_str(expect)}")
         ins = _float_tensors((node.args, node.kwargs))
         if precision == "int8":
-            if short.endswith("_int8"):
+            if short.endswith("_int8") or short in INT8_F32_OPS:
                 check_int8_node(gm, node, short, name)
                 continue
             if short == "cast" and val.dtype == torch.int8:

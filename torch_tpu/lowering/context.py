@@ -62,6 +62,9 @@ class LowerCtx:
             (``quant.of(node)`` gives a TOP value's scale and zero point); None for float lowering.
         fused_act: INT8 lowering only: the relu / hardtanh / clamp TOP node fused into this conv/linear
             (its scale is the output scale, its bounds the saturation bounds), else None.
+        float_out: INT8 lowering only: every consumer of this conv/linear/matmul (or of its fused
+            activation) reads it in float, so its int32 accumulator is dequantized straight to f32
+            (``tpu.*_int8_f32``) instead of being requantized to int8.
     """
 
     node: fx.Node
@@ -73,6 +76,7 @@ class LowerCtx:
     builder: GraphBuilder
     quant: Any = None
     fused_act: fx.Node | None = None
+    float_out: bool = False
 
     # -- reading the TOP node ------------------------------------------------------------------
     def arg(self, key: int | str) -> Any:

@@ -7,14 +7,21 @@ Steps (see README.md, "INT8"):
 2. Conv / linear, and add / sub of two activations, followed by their only user relu / relu6 / clip are
    fused (:func:`~torch_tpu.quant.simulate.fusible_pair`): the accumulator is requantized straight to the
    activation's scale with the activation as saturation bounds (a residual add + relu lands on the relu's
-   unsigned grid); the fused node takes the activation's stable name (the last node it replaces).
+   unsigned grid); the fused node takes the activation's stable name (the last node it replaces). A 2-D
+   conv followed by a curved activation (silu, sigmoid, hardswish, ...) fuses the same way into
+   ``tpu.conv2d_lut_int8`` (:func:`~torch_tpu.lowering.rules.int8_eltwise.lower_conv_lut`): a 16-bit
+   pre-activation and an interpolated table instead of an int8 pre-activation and a 256-entry one.
 3. A binary element-wise op whose every consumer reads it in float (layer norm, softmax, ... or another
    such op) runs in float (:func:`float_by_consumers`: a pre-norm transformer's residual stream).
 4. Each node is lowered by its ``int8`` rule when its mode is INT8 and the rule accepts it; otherwise by the
    float rule of its qtable mode (``F32``/``BF16``/``F16``), or, for INT8 nodes without an int8 rule
    (softmax, layer norm, ...), of the target's fallback float precision: **f32 where the target has it
    (bm1684x, bm1688: accuracy first; these ops are a small share of the work), bf16 otherwise (cv183x)**.
-5. Precision boundaries get casts: ``tpu.quantize_int8`` (``<value>.quantize``) where an int8 op reads a
+5. A conv / linear / matmul whose value (or its fused activation's) is read only in float -- the graph
+   output, ops without an int8 rule, :func:`float_by_consumers` nodes -- dequantizes its int32 accumulator
+   straight to f32 (``tpu.*_int8_f32``, :func:`float_output_macs`) instead of requantizing it to int8
+   (targets with f32).
+6. Precision boundaries get casts: ``tpu.quantize_int8`` (``<value>.quantize``) where an int8 op reads a
    float value -- graph inputs included -- and ``tpu.dequantize_int8`` (``<value>.dequantize_<dtype>``)
    where a float op reads an int8 value; graph outputs are dequantized to f32.
 """
@@ -39,7 +46,7 @@ from torch_tpu.fixed_point import quantize
 from torch_tpu.lowering.qparams import QuantParams, check_mode, load_calibration_table, load_qtable
 from torch_tpu.lowering.registry import Rule, RuleTable
 from torch_tpu.quant.calibrate import as_inputs, graph_module
-from torch_tpu.quant.simulate import fusible_pair
+from torch_tpu.quant.simulate import FUSIBLE_ACTS, LUT_FUSIBLE_ACTS, fusible_pair
 from torch_tpu.quant.tables import CalibrationTable, QTable
 from torch_tpu.targets import PRECISION_DTYPES, Target, get_target
 
@@ -172,6 +179,46 @@ def float_by_consumers(gm: fx.GraphModule, qtable: QTable, table: RuleTable, tar
     return out
 
 
+#: TOP ops whose int8 rule has a float-output form (``tpu.conv2d_int8_f32`` / ``linear_int8_f32`` /
+#: ``matmul_int8_f32``, :mod:`torch_tpu.lowering.rules.int8_mac`).
+FLOAT_OUTPUT_MACS = (aten.convolution.default, aten.addmm.default, aten.mm.default, aten.bmm.default,
+                     aten.matmul.default)
+
+
+def float_output_macs(gm: fx.GraphModule, qtable: QTable, table: RuleTable, target: Target,
+                      fused: Mapping[fx.Node, fx.Node], in_float: set[fx.Node]) -> set[fx.Node]:
+    """Conv / linear / matmul nodes lowered by their int8 rule whose value -- their fused activation's, when
+    one is fused (``fused``) -- is read only in float: by the graph output, by a node lowered by a float
+    rule, or by a node of ``in_float`` (:func:`float_by_consumers`). They dequantize the int32 accumulator
+    to f32 (``f32(acc) · s_x · s_w[o]``, a fused relu / relu6 / clip as bounds in float; a node fused with
+    another activation keeps its int8 form) instead of requantizing it: an
+    int8 rounding of that value would be undone at once by a dequantization and only add error (the digits
+    CNN's logits: module README, "INT8"). Only on targets with f32 arithmetic (none on cv183x, whose float
+    consumers read bf16 from ``dequantize_int8``).
+    """
+    def reads_float(user: fx.Node) -> bool:
+        if user.op == "output" or user in in_float:
+            return True
+        if user.op != "call_function":
+            return False
+        return choose_rule(table, user, target, mode_of(qtable, user))[1] != "int8"
+
+    out: set[fx.Node] = set()
+    if "f32" not in target.precisions:
+        return out
+    for n in gm.graph.nodes:
+        if n.op != "call_function" or n.target not in FLOAT_OUTPUT_MACS or n in in_float:
+            continue
+        if choose_rule(table, n, target, mode_of(qtable, n))[1] != "int8":
+            continue
+        if n in fused and fused[n].target not in FUSIBLE_ACTS:   # only bounds (relu / relu6 / clip) apply in f32
+            continue
+        value = fused.get(n, n)
+        if value.users and all(reads_float(u) for u in value.users):
+            out.add(n)
+    return out
+
+
 def supports_int8(table: RuleTable, node: fx.Node, target: Target, qtable: QTable) -> bool:
     """Whether :func:`lower_int8` can lower ``node`` (int8 rule, or the float rule it falls back to)."""
     if node.op != "call_function":
@@ -219,6 +266,7 @@ def lower_int8(gm_top: fx.GraphModule, target: Target | str, *,
     fused = fusions(gm, qt, table, target)
     fused_into = {act: prod for prod, act in fused.items()}
     in_float = float_by_consumers(gm, qt, table, target)
+    float_out = float_output_macs(gm, qt, table, target, fused, in_float)
 
     def lower_call(node: fx.Node):
         if node in fused_into:  # the activation lives in its producer's clamp
@@ -231,7 +279,13 @@ def lower_int8(gm_top: fx.GraphModule, target: Target | str, *,
         ctx = make_ctx(node, target, precision, PRECISION_DTYPES[precision], b, quant=qp, fused_act=fused.get(node))
         if node in fused:
             ctx = dataclasses.replace(ctx, name=stable_name(fused[node]))
-        out = rule.fn(ctx)
+        if node in float_out:
+            ctx = dataclasses.replace(ctx, float_out=True)
+        fn = rule.fn
+        if node in fused and fused[node].target in LUT_FUSIBLE_ACTS:   # conv + curved activation
+            from torch_tpu.lowering.rules.int8_eltwise import lower_conv_lut
+            fn = lower_conv_lut
+        out = fn(ctx)
         val = out.meta.get("val") if isinstance(out, fx.Node) else None
         if isinstance(val, torch.Tensor) and val.dtype == torch.int8:
             # what the int8 value means (read by checks that compare it with the float TOP value)
@@ -275,16 +329,20 @@ def float_value_names(gm_top: fx.GraphModule, target: Target | str,
                       qtable: QTable | Mapping[str, str] | str | os.PathLike | None = None,
                       table: RuleTable | None = None) -> set[str]:
     """Stable names of the values the int8 graph never quantizes: conv/linear results fused into their
-    activation (:func:`fused_producer_names`) and element-wise results read only in float
-    (:func:`float_by_consumers`). A fake-quant simulation that leaves these out quantizes the same
-    tensors as the int8 graph.
+    activation (:func:`fused_producer_names`), element-wise results read only in float
+    (:func:`float_by_consumers`) and the results of conv / linear / matmul read only in float, with their
+    fused activations (:func:`float_output_macs`). A fake-quant simulation that leaves these out quantizes
+    the same tensors as the int8 graph.
     """
     from torch_tpu.lowering.rules import default_table
 
     table = table if table is not None else default_table()
     target, qt = get_target(target), load_qtable(qtable)
     gm = fold_constants(copy_graph_module(gm_top))
-    nodes = set(fusions(gm, qt, table, target)) | float_by_consumers(gm, qt, table, target)
+    fused = fusions(gm, qt, table, target)
+    in_float = float_by_consumers(gm, qt, table, target)
+    macs = float_output_macs(gm, qt, table, target, fused, in_float)
+    nodes = set(fused) | in_float | macs | {fused[n] for n in macs if n in fused}
     return {stable_name(n) for n in nodes}
 
 

@@ -11,7 +11,9 @@ to the earlier method in :data:`SEARCH_METHODS`; identical thresholds are evalua
 grid of its table entry ``(T, min, max)`` (:func:`torch_tpu.quant.qscheme.activation_qparams`:
 unsigned for relu outputs, one-sided for silu/hardswish, signed otherwise), and the output of a
 conv / linear that the lowering fuses with its only user, a relu / relu6 / clamp
-(:func:`torch_tpu.quant.simulate.fused_producers`), is not quantized at all — it never exists in int8.
+(:func:`torch_tpu.quant.simulate.fused_producers`), is not quantized at all — it never exists in int8 —
+nor is a conv / linear / matmul read only by the graph output, or its fused activation
+(:func:`torch_tpu.quant.simulate.float_outputs`: the lowering dequantizes its accumulator to f32).
 Without ``ranges``: every tensor on the signed grid ``T / 127``. Weights stay float.
 
 Only the part of the graph from ``g``'s first member on is re-run for each candidate: the values before
@@ -30,7 +32,8 @@ from tqdm.auto import tqdm
 from torch_tpu.graph.names import stable_name
 from torch_tpu.quant.propagate import ScaleGroup
 from torch_tpu.quant.qscheme import ActivationSpec
-from torch_tpu.quant.simulate import fake_quant_activation, fused_producers, output_similarity, run_env
+from torch_tpu.quant.simulate import (fake_quant_activation, float_outputs, fused_producers, output_similarity,
+                                      run_env)
 from torch_tpu.quant.tables import CalibrationEntry
 
 SEARCH_METHODS = ("kl", "max", "percentile", "mse")
@@ -96,7 +99,7 @@ def search_thresholds(gm: fx.GraphModule, samples: Sequence[Sequence[torch.Tenso
     current = [run_env(gm, s) for s in samples]             # chosen groups quantized, later ones float
     out_node = nodes[-1] if nodes[-1].op == "output" else next(n for n in nodes if n.op == "output")
     refs = [_run_from(gm, nodes, index[out_node], env, inp, {})[1] for env, inp in zip(current, inputs)]
-    skip = fused_producers(gm) if ranges is not None else set()
+    skip = fused_producers(gm) | float_outputs(gm) if ranges is not None else set()
 
     def spec(m: fx.Node, t: float) -> ActivationSpec:
         return t if ranges is None else CalibrationEntry(t, *ranges[stable_name(m)])

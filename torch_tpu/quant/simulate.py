@@ -86,12 +86,27 @@ FUSING_PRODUCERS = frozenset({aten.convolution.default, aten.addmm.default, aten
                               aten.add.Tensor, aten.sub.Tensor})
 #: producers that fuse only in their binary form (two activation operands; ``x + c`` is a lookup table)
 BINARY_PRODUCERS = frozenset({aten.add.Tensor, aten.sub.Tensor})
+#: curved activations the INT8 lowering fuses into a preceding 2-D convolution as an interpolated lookup table
+#: on a 16-bit input grid (``tpu.conv2d_lut_int8``, :mod:`torch_tpu.tpu_ops.int8_eltwise`): the pre-activation
+#: is never rounded to int8 where the curve bends (efficientnet's conv + silu, the squeeze-excite's
+#: conv + sigmoid, mobilenet_v3's conv + hardswish).
+LUT_FUSIBLE_ACTS = frozenset({aten.silu.default, aten.sigmoid.default, aten.hardswish.default,
+                              aten.hardsigmoid.default, aten.gelu.default, aten.tanh.default})
+
+
+def _lut_fusible(n: fx.Node, act: fx.Node) -> bool:
+    """``n`` is a plain 2-D convolution (4-D output, not transposed) and ``act`` a curved activation of it."""
+    return (act.op == "call_function" and act.target in LUT_FUSIBLE_ACTS and n.target == aten.convolution.default
+            and len(n.args) > 6 and n.args[6] is False and n.meta["val"].dim() == 4
+            and not any(isinstance(a, fx.Node) for a in act.args[1:]))
 
 
 def fusible_pair(n: fx.Node) -> fx.Node | None:
     """The activation fused into ``n`` by the INT8 lowering, or None: ``n`` is a conv / linear, or an add / sub
-    of two activations, whose only user is a relu / relu6 / clamp with constant bounds. The lowering then
-    requantizes ``n``'s accumulator straight to the activation's grid with the activation's bounds."""
+    of two activations, whose only user is a relu / relu6 / clamp with constant bounds; or ``n`` is a 2-D
+    convolution whose only user is a curved activation of :data:`LUT_FUSIBLE_ACTS`. The lowering then
+    requantizes ``n``'s accumulator straight to the activation's grid with the activation's bounds, or (curved)
+    onto a 16-bit grid that an interpolated table maps to the activation's grid."""
     if n.op != "call_function" or n.target not in FUSING_PRODUCERS or len(n.users) != 1:
         return None
     if n.target in BINARY_PRODUCERS and not all(isinstance(a, fx.Node) and a.op != "get_attr" for a in n.args[:2]):
@@ -100,7 +115,35 @@ def fusible_pair(n: fx.Node) -> fx.Node | None:
     if act.op == "call_function" and act.target in FUSIBLE_ACTS and \
             not any(isinstance(a, fx.Node) for a in act.args[1:]):
         return act
-    return None
+    return act if _lut_fusible(n, act) else None
+
+
+#: producers whose int8 form has a float output (``tpu.*_int8_f32``): conv, linear, matmul
+#: (:func:`torch_tpu.lowering.int8_driver.float_output_macs`).
+FLOAT_OUTPUT_PRODUCERS = frozenset({aten.convolution.default, aten.addmm.default, aten.mm.default,
+                                    aten.bmm.default, aten.matmul.default})
+
+
+def float_outputs(gm: fx.GraphModule) -> set[fx.Node]:
+    """Values the INT8 lowering never quantizes because only the graph output reads them: a conv / linear /
+    matmul whose value (or whose fused relu / relu6 / clip's, :func:`fusible_pair`) goes only to the output
+    dequantizes its int32 accumulator straight to f32. Returns those producers and their fused activations.
+
+    Structural on purpose (quant cannot see the lowering's rule table): the lowering also keeps a MAC in
+    float when its consumers lack an int8 rule (softmax, layer norm); ``int8_driver.float_value_names``
+    lists those too.
+    """
+    out: set[fx.Node] = set()
+    for n in gm.graph.nodes:
+        if n.op != "call_function" or n.target not in FLOAT_OUTPUT_PRODUCERS:
+            continue
+        act = fusible_pair(n)
+        if act is not None and act.target not in FUSIBLE_ACTS:     # only bounds (relu / relu6 / clip) apply in f32
+            continue
+        value = act or n
+        if value.users and all(u.op == "output" for u in value.users):
+            out |= {n, value}
+    return out
 
 
 def fused_producers(gm: fx.GraphModule) -> set[fx.Node]:

@@ -11,21 +11,32 @@ Integer semantics (exact, in int64; ``round_shift`` and ``requant`` are :mod:`to
     concat_int8:          y  = concat_i requant(x_i - zp_i, multipliers[i], shifts[i], out_zp)  along dim
     requant_int8:         y  = requant(x - x_zp, multiplier, shift, out_zp, qmin, qmax)
     lut_int8:             y[i] = table[x[i] & 0xff]      (256 entries ordered 0..127, -128..-1)
+    conv2d_lut_int8:      a convolution followed by a curved activation, the pre-activation on a 16-bit grid:
+                          acc = conv2d_int8's int32 accumulator (x - x_zp, zero padding, + bias)
+                          u   = requant(acc, multiplier[c], shift[c], u_zp, -32767, 32767)
+                          hi  = floor(u / 256), lo = u - 256·hi                 (hi in [-128, 127], lo in [0, 255])
+                          y   = requant(base[hi & 0xff] + slope[hi & 0xff] · lo, 1, out_shift, out_zp, qmin, qmax)
+                          (piecewise-linear interpolation between the 257 knots u = 256·k of the table)
     quantize_int8:        y  = clamp(round(f32(x) / f32(scale)) + zero_point, qmin, qmax)
     dequantize_int8:      y  = round_to_dtype(f32(x - zero_point) * f32(scale))
 
 The lowering chooses the parameters: for add with scales ``s_a, s_b -> s_y`` the common scale is
 ``s_c = s_y / 2^8`` (eight extra fraction bits), ``a_multiplier · 2^-a_shift ≈ s_a / s_c`` and
-``out_multiplier · 2^-out_shift = 2^-8``.
+``out_multiplier · 2^-out_shift = 2^-8``. For ``conv2d_lut_int8``, with knot values
+``t[k] ≈ f((256·k - u_zp) · s_u) / s_y · 2^(out_shift - 8)`` (``f`` the activation, ``s_u`` the 16-bit grid's
+step): ``base[k] = 256 · t[k]``, ``slope[k] = t[k+1] - t[k]``.
 """
 
 from __future__ import annotations
+
+from typing import Optional
 
 import torch
 
 from torch_tpu.errors import TorchTpuError
 from torch_tpu.fixed_point import dequantize, quantize, requantize, rounding_right_shift
 from torch_tpu.tpu_ops._common import OpDef, broadcast_shape, fake_like
+from torch_tpu.tpu_ops.int8_mac import _check_int8, _conv2d_int8_fake, _conv_acc
 
 
 def _i64(x: torch.Tensor, zp: int = 0) -> torch.Tensor:
@@ -101,6 +112,42 @@ def lut_int8(x: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
     return table.reshape(256)[idx]
 
 
+#: saturation bound of the 16-bit pre-activation code ``u`` of ``conv2d_lut_int8`` (``floor(u / 256)`` in int8)
+FINE_MAX = 32767
+
+
+def lut_interp(u: torch.Tensor, base: torch.Tensor, slope: torch.Tensor, out_shift: int, out_zp: int,
+               qmin: int = -128, qmax: int = 127) -> torch.Tensor:
+    """Interpolated table of a 16-bit code ``u`` (|u| <= 32767): knot ``hi = floor(u / 256)``, offset
+    ``lo = u - 256·hi``; ``requant(base[hi & 0xff] + slope[hi & 0xff] · lo, 1, out_shift, out_zp)`` (int8)."""
+    if base.numel() != 256 or slope.numel() != 256:
+        raise TorchTpuError(f"tpu_ops/int8_eltwise.py: an interpolated table needs 256 base and 256 slope entries, "
+                            f"got {base.numel()} and {slope.numel()}")
+    u = u.to(torch.int64)
+    hi = torch.div(u, 256, rounding_mode="floor")
+    idx = torch.bitwise_and(hi, 0xFF)
+    acc = base.reshape(256).to(torch.int64)[idx] + slope.reshape(256).to(torch.int64)[idx] * (u - 256 * hi)
+    return _int8(requantize(acc, 1, int(out_shift), int(out_zp), qmin=qmin, qmax=qmax, axis=None))
+
+
+def conv2d_lut_int8(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor], stride: list[int],
+                    padding: list[int], dilation: list[int], groups: int, multiplier: torch.Tensor,
+                    shift: torch.Tensor, x_zp: int, u_zp: int, base: torch.Tensor, slope: torch.Tensor,
+                    out_shift: int, out_zp: int = 0, qmin: int = -128, qmax: int = 127) -> torch.Tensor:
+    """Convolution + curved activation (formula in the module doc): the int32 accumulator requantized per
+    channel onto the 16-bit grid ``u`` (``multiplier[c] · 2^-shift[c] ≈ s_x · s_w[c] / s_u``), then
+    :func:`lut_interp`. The pre-activation is never rounded to int8."""
+    _check_int8("conv2d_lut_int8", x=x, weight=weight)
+    acc = _conv_acc(x, weight, bias, stride, padding, dilation, groups, x_zp)
+    u = requantize(acc, multiplier, shift, int(u_zp), qmin=-FINE_MAX, qmax=FINE_MAX, axis=1)
+    return lut_interp(u, base, slope, out_shift, out_zp, qmin, qmax)
+
+
+def _conv2d_lut_int8_fake(x, weight, bias, stride, padding, dilation, groups, multiplier, shift, x_zp, u_zp, base,
+                          slope, out_shift, out_zp=0, qmin=-128, qmax=127):
+    return _conv2d_int8_fake(x, weight, bias, stride, padding, dilation, groups, multiplier, shift)
+
+
 def quantize_int8(x: torch.Tensor, scale: float, zero_point: int = 0, qmin: int = -128,
                   qmax: int = 127) -> torch.Tensor:
     """Float -> int8: ``clamp(round_half_away(f32(x) / f32(scale)) + zero_point, qmin, qmax)``."""
@@ -128,6 +175,7 @@ OPS = (
     OpDef("concat_int8", concat_int8, _concat_int8_fake),
     OpDef("requant_int8", requant_int8, fake_like),
     OpDef("lut_int8", lut_int8, fake_like),
+    OpDef("conv2d_lut_int8", conv2d_lut_int8, _conv2d_lut_int8_fake),
     OpDef("quantize_int8", quantize_int8, _quantize_fake),
     OpDef("dequantize_int8", dequantize_int8, _dequantize_fake),
 )

@@ -227,25 +227,22 @@ def row_batches(rows: int, lanes: int) -> int:
 def sliced_rows(ctx: OpCtx, xin: DdrTensor, out: DdrTensor, const_bytes: int,
                 emit: Callable[[LocalTensor, LocalTensor], None]) -> None:
     """Tile an ``(nb, c, h, k)`` input / ``(nb, c', h', n)`` output pair of views along N (each batch item
-    stays whole; an output with N = 1 < nb reduces over N and is never cut); ``emit(x_tile, out_tile)``
-    writes the compute instruction(s) of one slice."""
+    stays whole; reductions, whose output may drop N, tile with ``ops_pool.reduce_tiled``);
+    ``emit(x_tile, out_tile)`` writes the compute instruction(s) of one slice."""
     nb, c, h, k = xin.shape
     on, oc, ho, n = out.shape
     t = ctx.target
+    if on != nb:
+        raise ProgramError(f"codegen: {ctx.layer}: sliced_rows needs the same N in and out, got {xin.shape} -> "
+                           f"{out.shape}")
 
     def slice_bytes(b: int, _r: int) -> int:
-        return tile_bytes(t, (b, c, h, k), xin.dtype) + tile_bytes(t, (min(b, on), oc, ho, n), out.dtype)
+        return tile_bytes(t, (b, c, h, k), xin.dtype) + tile_bytes(t, (b, oc, ho, n), out.dtype)
 
-    if on != nb:
-        if slice_bytes(nb, 1) + const_bytes > t.local_mem_bytes:
-            raise ProgramError(f"codegen: {ctx.layer}: a reduction over N of {xin.shape} does not fit "
-                               f"{t.local_mem_bytes} bytes of local memory per lane")
-        slices, double = [(0, nb, 0, 1)], False
-    else:
-        slices, double = plan_slices(nb, 1, slice_bytes, const_bytes, t.local_mem_bytes, ctx.layer)
+    slices, double = plan_slices(nb, 1, slice_bytes, const_bytes, t.local_mem_bytes, ctx.layer)
     b0, b1, _, _ = slices[0]
     sets = [(ctx.em.arena.tile((b1 - b0, c, h, k), xin.dtype),
-             ctx.em.arena.tile((min(b1 - b0, on), oc, ho, n), out.dtype)) for _ in range(2 if double else 1)]
+             ctx.em.arena.tile((b1 - b0, oc, ho, n), out.dtype)) for _ in range(2 if double else 1)]
 
     def load(i: int) -> LocalTensor:
         b0, b1, _, _ = slices[i]
@@ -254,7 +251,7 @@ def sliced_rows(ctx: OpCtx, xin: DdrTensor, out: DdrTensor, const_bytes: int,
         return xs
 
     def comp(i: int, xs: LocalTensor) -> LocalTensor:
-        os_ = LocalTensor(0, sets[i % len(sets)][1].addr, (min(xs.shape[0], on), oc, ho, n), out.dtype)
+        os_ = LocalTensor(0, sets[i % len(sets)][1].addr, (xs.shape[0], oc, ho, n), out.dtype)
         emit(xs, os_)
         return os_
 

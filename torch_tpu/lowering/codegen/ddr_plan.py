@@ -20,7 +20,12 @@ exactly when every dim before ``d`` has size 1, so:
   contiguous block; an input is *written in place* there (its producer stores straight into the block
   and the concat copies only the other inputs) when it is produced by an op of this graph that is not
   itself an alias (a reshape / slice view), is not a graph output, occurs once in the concat's list and
-  this concat is its last concat user. Graph inputs and constants are always copied.
+  this concat is the last concat that only copies it. Graph inputs and constants are always copied.
+* ``tpu.concat_int8(xs, d, multipliers, shifts, zero_points, out_zp)`` the same, for the inputs whose
+  requantization is the identity (``multiplier == 2^shift`` and the input's zero point equal to
+  ``out_zp``: ``requant(x - zp, 2^s, s, zp) == x`` for every int8 ``x``), i.e. the inputs that share the
+  output's scale and zero point, as calibration makes every concat input (``quant/propagate.py``). An
+  input that needs a rescale stays a real op of the concat.
 
 Which aliases are taken (``_choose_aliases``): a reshape view always; a slice view (which keeps its whole
 input alive while the slice is used) and a concat's in-place inputs (whose buffer then exists from the first
@@ -54,8 +59,9 @@ from torch_tpu.cmodel.operands import DType, align_up
 DDR_ALIGN = 64
 #: TPU ops whose output may be a view of the bytes of their first input (see the module docstring).
 ALIAS_OPS = ("reshape", "slice")
-#: TPU ops whose inputs may be written in place into the output's bytes.
-IN_PLACE_OPS = ("concat",)
+#: TPU ops whose inputs may be written in place into the output's bytes (an int8 concat's input only when
+#: its requantization is the identity, :func:`_copied_inputs`).
+IN_PLACE_OPS = ("concat", "concat_int8")
 
 
 def op_name(node: fx.Node) -> str:
@@ -261,10 +267,12 @@ def _choose_aliases(values: list[fx.Node], order: dict[fx.Node, int], outputs: s
             elif off is not None:
                 attempt([(n, n.args[0], off)])
         elif op in IN_PLACE_OPS:
-            cands = [(a, n, off) for a, off in _concat_blocks(n)
-                     if a in is_value and a.op == "call_function" and a not in outputs and a not in aliases
+            copied = _copied_inputs(n)
+            cands = [(a, n, off) for i, (a, off) in enumerate(_concat_blocks(n))
+                     if copied[i] and a in is_value and a.op == "call_function" and a not in outputs
+                     and a not in aliases
                      and n.args[0].count(a) == 1 and value_nbytes(a) > 0
-                     and max((u for u in a.users if op_name(u) in IN_PLACE_OPS), key=order.__getitem__) is n]
+                     and max((u for u in a.users if _takes_in_place(u, a)), key=order.__getitem__) is n]
             if cands and not attempt(cands) and len(cands) > 1:
                 for c in cands:
                     attempt([c])
@@ -314,6 +322,29 @@ def _concat_blocks(n: fx.Node) -> list[tuple[fx.Node, int]]:
         blocks.append((a, pos * inner))
         pos += s[0][d]
     return blocks
+
+
+def _copied_inputs(n: fx.Node) -> list[bool]:
+    """Per input of a concat: whether the concat only copies it (``concat``: every input; ``concat_int8``:
+    the inputs whose requantization ``requant(x - zp_i, m_i, s_i, out_zp)`` is the identity on int8, that is
+    ``m_i == 2^s_i`` and ``zp_i == out_zp``)."""
+    xs = n.args[0]
+    if op_name(n) != "concat_int8":
+        return [True] * len(xs)
+    p = {}
+    for i, arg in enumerate(n.target._schema.arguments):
+        default = arg.default_value if arg.has_default_value() else None
+        p[arg.name] = n.args[i] if i < len(n.args) else n.kwargs.get(arg.name, default)
+    out_zp = int(p["out_zp"])
+    return [int(m) == 1 << int(s) and int(zp) == out_zp
+            for m, s, zp in zip(p["multipliers"], p["shifts"], p["zero_points"])]
+
+
+def _takes_in_place(consumer: fx.Node, a: fx.Node) -> bool:
+    """Whether ``consumer`` is a concat that could hold ``a`` in place (it only copies ``a``)."""
+    if op_name(consumer) not in IN_PLACE_OPS or a not in consumer.args[0]:
+        return False
+    return _copied_inputs(consumer)[list(consumer.args[0]).index(a)]
 
 
 def _first_fit(live: list[tuple[int, int, int]], size: int) -> int:

@@ -79,7 +79,11 @@ def _build_handlers() -> dict[str, Handler]:
 #: tpu op name -> codegen handler
 HANDLERS: dict[str, Handler] = _build_handlers()
 #: tpu op name -> DDR scratch bytes its handler needs (``OpCtx.scratch()``), sized before the DDR plan
-SCRATCH: dict[str, Callable[[fx.Node], int]] = {"upsample_nearest2d": ops_resize.nearest_scratch_bytes}
+SCRATCH: dict[str, Callable[[fx.Node], int]] = {
+    "upsample_nearest2d": ops_resize.nearest_scratch_bytes,
+    **{f"reduce_{op}": ops_pool.reduce_scratch_bytes for op in ("sum", "mean", "max", "min", "any")},
+    "reduce_sum_int8": ops_pool.reduce_scratch_bytes,
+}
 
 
 def codegen(tpu_gm: fx.GraphModule, target: str = "bm1684x", *, name: str = "model",

@@ -16,6 +16,11 @@ points are moved out of the MACs by exact integer identities (``K`` = reduction 
     add/sub_int8  t = requant(x - x_zp, m, s) to int32 for each input; y = requant(ta ± tb, m_o, s_o, out_zp)
     mul_int8      y = requant((a - a_zp)·(b - b_zp), m, s, out_zp)
     requant_int8, concat_int8 (identity parts are plain DMA copies), lut_int8, quantize/dequantize_int8
+    conv2d_lut_int8  ``conv2d`` into int32, then the interpolated table (:func:`lut_interp_epilogue`): requant
+                  to the 16-bit grid, knot index by a requant to int8, two int32 ``lut`` lookups, ``eltwise``
+    *_int8_f32    conv2d / linear / matmul as above into an int32 tile (no fused requant), then ``cast`` to f32
+                  [``eltwise mul`` by the per-channel f32 scale tile; a single scale rides on the cast] [f32
+                  ``relu`` / ``clip``]: ``clamp(f32(acc) · scale, lo, hi)`` with the reference's two roundings
 
 An unfused ``y = requant(acc, m, s, out_zp)`` is followed, when the saturation bounds are narrower than int8 (a
 fused relu / relu6 / clip), by an integer ``clip``; a fused requant takes the bounds as ``qmin``/``qmax``
@@ -27,10 +32,12 @@ checked here (``UnsupportedOpError`` otherwise): int32 bias after folding, |resc
 matmul K < 2^16; conv/linear/pool/reduce accumulators must fit int32 in the reference itself.
 
 Tiling: :func:`sliced_int8` cuts the output along N then H with halos (``ops_conv.window_rows``) through
-``context.plan_slices`` / ``run_pipeline`` (double-buffered when sliced); int32 scratch tiles are part of each
-slice's budget. Element-wise steps on a scratch tile write it in place (``eltwise``/``clip`` with ``out`` = an
-input of the same dtype): a kernel reads its operands before it writes, and the emitter's dependencies order the
-accesses.
+``context.plan_slices`` / ``run_pipeline`` (double-buffered when sliced), and a windowed op that passes its W
+window (avg pool, conv) along W too when one row does not fit (``context.plan_tiles``, pads only at the image's
+borders); int32 scratch tiles are part of each slice's budget. ``reduce_sum_int8`` shares the float reductions'
+tiling (``ops_pool.reduce_tiled``: int32 partial sums of reduction chunks added exactly). Element-wise steps on a
+scratch tile write it in place (``eltwise``/``clip`` with ``out`` = an input of the same dtype): a kernel reads its
+operands before it writes, and the emitter's dependencies order the accesses.
 """
 
 from __future__ import annotations
@@ -48,7 +55,8 @@ from torch_tpu.cmodel import isa
 from torch_tpu.cmodel.operands import DdrTensor, DType, LocalTensor
 from torch_tpu.errors import UnsupportedOpError
 from torch_tpu.lowering.codegen import ops_elementwise as ew, ops_pool
-from torch_tpu.lowering.codegen.context import OpCtx, WeightPacker, plan_slices, row_batches, run_pipeline
+from torch_tpu.lowering.codegen.context import (OpCtx, WeightPacker, plan_slices, plan_tiles, row_batches,
+                                                run_pipeline)
 from torch_tpu.lowering.codegen.emitter import sub_view, tile_bytes
 from torch_tpu.lowering.codegen.ops_conv import window_rows
 
@@ -139,50 +147,76 @@ class SliceTiles:
 def sliced_int8(ctx: OpCtx, x_ddr: DdrTensor, out_ddr: DdrTensor, emit: Callable[[SliceTiles], None], *,
                 kernel_h: int = 1, stride_h: int = 1, pad: tuple[int, int, int, int] = (0, 0, 0, 0),
                 dilation_h: int = 1, const_bytes: int = 0, x_scratch: tuple[DType, ...] = (),
-                out_scratch: tuple[DType, ...] = ()) -> None:
+                out_scratch: tuple[DType, ...] = (), w_window: tuple[int, int, int] | None = None) -> None:
     """Cut ``out_ddr`` along N then H (the windowed input rows with halos, as ``ops_conv.sliced_window``) and
-    run load -> ``emit`` -> store per slice."""
+    run load -> ``emit`` -> store per slice.
+
+    ``w_window = (kernel_w, stride_w, dilation_w)`` says the op's output columns can be computed apart (a
+    windowed op over W: pool, conv): then, when not even one full-width output row fits twice with its
+    scratch tiles, ``context.plan_tiles`` cuts W too. Output columns ``[q0, q1)`` load input columns
+    ``ops_conv.window_rows`` on columns, and the tile's left/right pads (``SliceTiles.pad``) are non-zero only
+    where it touches the image's left/right border, so every window sees the same real and padded cells as in
+    the whole tensor. Without it (matmul-like views, whose W is a reduction) only N/H are cut."""
     t = ctx.target
     n, cin, h, w = x_ddr.shape
     _, cout, ho, wo = out_ddr.shape
     pt, pl, pr = pad[0], pad[2], pad[3]
+    kw, sw, dw = w_window or (1, 1, 1)
 
     def in_rows(r: int) -> int:
         return min(h, (r - 1) * stride_h + dilation_h * (kernel_h - 1) + 1)
 
-    def shapes(nb: int, r: int) -> list[tuple[tuple[int, int, int, int], DType]]:
-        xs, os_ = (nb, cin, in_rows(r), w), (nb, cout, r, wo)
+    def in_cols(c: int) -> int:
+        return w if c == wo else min(w, (c - 1) * sw + dw * (kw - 1) + 1)
+
+    def cols(q0: int, q1: int) -> tuple[int, int, int, int]:
+        return (0, w, pl, pr) if (q0, q1) == (0, wo) else window_rows(q0, q1, sw, pl, dw, kw, w)
+
+    def shapes(nb: int, r: int, c: int) -> list[tuple[tuple[int, int, int, int], DType]]:
+        xs, os_ = (nb, cin, in_rows(r), in_cols(c)), (nb, cout, r, c)
         return ([(xs, x_ddr.dtype)] + [(xs, d) for d in x_scratch] + [(os_, out_ddr.dtype)]
                 + [(os_, d) for d in out_scratch])
 
-    slices, double = plan_slices(n, ho, lambda nb, r: sum(tile_bytes(t, s, d) for s, d in shapes(nb, r)),
-                                 const_bytes, t.local_mem_bytes, ctx.layer)
-    n0, n1, o0, o1 = slices[0]
-    sets = [[ctx.em.arena.tile(s, d) for s, d in shapes(n1 - n0, o1 - o0)] for _ in range(2 if double else 1)]
+    def set_bytes(nb: int, r: int, c: int) -> int:
+        return sum(tile_bytes(t, s, d) for s, d in shapes(nb, r, c))
+
+    if w_window is None:
+        slices, double = plan_slices(n, ho, lambda nb, r: set_bytes(nb, r, wo), const_bytes, t.local_mem_bytes,
+                                     ctx.layer)
+        tiles = [(n0, n1, o0, o1, 0, wo) for n0, n1, o0, o1 in slices]
+    else:
+        tiles, double = plan_tiles(n, ho, wo, set_bytes, const_bytes, t.local_mem_bytes, ctx.layer)
+    n0, n1, o0, o1, q0, q1 = tiles[0]
+    sets = [[ctx.em.arena.tile(s, d) for s, d in shapes(n1 - n0, o1 - o0, q1 - q0)]
+            for _ in range(2 if double else 1)]
     nx, no = 1 + len(x_scratch), 1 + len(out_scratch)
 
     def load(i: int) -> LocalTensor:
-        n0, n1, o0, o1 = slices[i]
+        n0, n1, o0, o1, q0, q1 = tiles[i]
         r0, r1, _, _ = window_rows(o0, o1, stride_h, pt, dilation_h, kernel_h, h)
-        xs = LocalTensor(0, sets[i % len(sets)][0].addr, (n1 - n0, cin, r1 - r0, w), x_ddr.dtype)
-        ctx.em.load(sub_view(x_ddr, (n0, 0, r0, 0), xs.shape), xs, ctx.layer)
+        c0, c1, _, _ = cols(q0, q1)
+        xs = LocalTensor(0, sets[i % len(sets)][0].addr, (n1 - n0, cin, r1 - r0, c1 - c0), x_ddr.dtype)
+        ctx.em.load(sub_view(x_ddr, (n0, 0, r0, c0), xs.shape), xs, ctx.layer)
         return xs
 
     def comp(i: int, xs: LocalTensor) -> LocalTensor:
-        n0, n1, o0, o1 = slices[i]
+        n0, n1, o0, o1, q0, q1 = tiles[i]
         _, _, st, sb = window_rows(o0, o1, stride_h, pt, dilation_h, kernel_h, h)
+        _, _, sl, sr = cols(q0, q1)
         bufs = sets[i % len(sets)]
-        oshape = (n1 - n0, cout, o1 - o0, wo)
-        tiles = SliceTiles(x=xs, out=LocalTensor(0, bufs[nx].addr, oshape, out_ddr.dtype), pad=(st, sb, pl, pr),
-                           x_scratch=tuple(LocalTensor(0, b.addr, xs.shape, b.dtype) for b in bufs[1:nx]),
-                           out_scratch=tuple(LocalTensor(0, b.addr, oshape, b.dtype) for b in bufs[nx + 1:nx + no]))
-        emit(tiles)
-        return tiles.out
+        oshape = (n1 - n0, cout, o1 - o0, q1 - q0)
+        tiles_ = SliceTiles(x=xs, out=LocalTensor(0, bufs[nx].addr, oshape, out_ddr.dtype), pad=(st, sb, sl, sr),
+                            x_scratch=tuple(LocalTensor(0, b.addr, xs.shape, b.dtype) for b in bufs[1:nx]),
+                            out_scratch=tuple(LocalTensor(0, b.addr, oshape, b.dtype)
+                                              for b in bufs[nx + 1:nx + no]))
+        emit(tiles_)
+        return tiles_.out
 
     def store(i: int, os_: LocalTensor) -> None:
-        ctx.em.store(os_, sub_view(out_ddr, (slices[i][0], 0, slices[i][2], 0), os_.shape), ctx.layer)
+        n0, _, o0, _, q0, _ = tiles[i]
+        ctx.em.store(os_, sub_view(out_ddr, (n0, 0, o0, q0), os_.shape), ctx.layer)
 
-    run_pipeline(len(slices), double, load, comp, store)
+    run_pipeline(len(tiles), double, load, comp, store)
 
 
 def load_const(ctx: OpCtx, view: DdrTensor) -> tuple[LocalTensor, int]:
@@ -230,9 +264,77 @@ def fused_requant(ctx: OpCtx, p: dict[str, Any], multiplier: tuple[int, ...], sh
     return dict(multiplier=multiplier, shift=shift, zero_point=int(p["out_zp"]), qmin=qmin, qmax=qmax)
 
 
+F32_MAX = float(torch.finfo(torch.float32).max)
+
+
+def dequant_out(ctx: OpCtx, acc: LocalTensor, out: LocalTensor, scale: LocalTensor | float, lo: float | None,
+                hi: float | None) -> None:
+    """``out = clamp(f32(acc) · scale, lo, hi)`` (the ``*_int8_f32`` ops): ``cast`` int32 -> f32 (with the scale
+    when it is one value, the cast's ``(x - 0) · scale`` in f32), else ``cast`` and an f32 ``eltwise mul`` by
+    the per-channel scale tile (broadcast); a ``relu`` / ``clip`` in f32 for the bounds. Both roundings of the
+    reference (int -> f32, the product) happen in the same order, so the result is bit-identical."""
+    if isinstance(scale, float):
+        ctx.em.emit(isa.Cast, ctx.layer, x=acc, out=out, scale=scale)
+    else:
+        ctx.em.emit(isa.Cast, ctx.layer, x=acc, out=out)
+        ctx.em.emit(isa.Eltwise, ctx.layer, op="mul", a=out, b=scale, out=out)
+    if lo is None and hi is None:
+        return
+    if lo == 0.0 and hi is None:
+        ctx.em.emit(isa.Activation, ctx.layer, op="relu", x=out, out=out)
+        return
+    ctx.em.emit(isa.Activation, ctx.layer, op="clip", x=out, out=out, lo=-F32_MAX if lo is None else float(lo),
+                hi=F32_MAX if hi is None else float(hi))
+
+
+@dataclasses.dataclass(frozen=True)
+class MacEpilogue:
+    """What a conv / linear does with its int32 accumulator: the int8 form fuses the requant into the MAC
+    instruction (``fields``); the float-output form (``scale`` set) lets the MAC write an int32 scratch tile
+    and dequantizes it into the f32 output (:func:`dequant_out`)."""
+
+    fields: dict[str, Any]
+    scale: LocalTensor | float | None = None
+    lo: float | None = None
+    hi: float | None = None
+    const_bytes: int = 0
+
+    @property
+    def scratch(self) -> tuple[DType, ...]:
+        """The out-shaped scratch tiles a slice needs (the int32 accumulator of the float-output form)."""
+        return (I32,) if self.scale is not None else ()
+
+    def mac_out(self, sl: SliceTiles) -> LocalTensor:
+        return sl.out_scratch[0] if self.scale is not None else sl.out
+
+    def finish(self, ctx: OpCtx, sl: SliceTiles) -> None:
+        if self.scale is not None:
+            dequant_out(ctx, sl.out_scratch[0], sl.out, self.scale, self.lo, self.hi)
+
+
+def is_f32_form(ctx: OpCtx) -> bool:
+    """Whether the node is a float-output MAC (``tpu.*_int8_f32``)."""
+    return ctx.node.target._schema.name.endswith("_int8_f32")
+
+
+def mac_epilogue(ctx: OpCtx, p: dict[str, Any], scale_shape: tuple[int, int, int, int]) -> MacEpilogue:
+    """The epilogue of a conv2d / linear (int8 or float-output form); a per-channel scale is packed as
+    ``scale_shape`` and loaded once (one value for every channel: the cast's scalar scale instead)."""
+    if not is_f32_form(ctx):
+        return MacEpilogue(fused_requant(ctx, p, *per_channel(ctx, p["multiplier"], p["shift"])))
+    sc = ctx.const_tensor(p["scale"]).to(torch.float32).reshape(-1)
+    lo, hi = p["lo"], p["hi"]
+    if bool((sc == sc[0]).all()):
+        return MacEpilogue({}, float(sc[0]), lo, hi)
+    tile, nbytes = load_const(ctx, ctx.weights.add((p["scale"].target, "f32_scale", scale_shape), sc, scale_shape,
+                                                   DType.F32))
+    return MacEpilogue({}, tile, lo, hi, nbytes)
+
+
 def gen_conv2d_int8(ctx: OpCtx) -> None:
     """``tpu.conv2d_int8`` -> one ``conv2d`` per slice: padded with x_zp, zero-point-folded int32 bias, the
-    per-channel requant fused; tiled along N/H with halos."""
+    per-channel requant fused; tiled along N/H (and W for long rows) with halos. ``tpu.conv2d_int8_f32``: the
+    same ``conv2d`` into an int32 tile, then :func:`dequant_out` into the f32 output."""
     p = params(ctx)
     x, w, b = p["x"], p["weight"], p["bias"]
     x_zp = int(p["x_zp"])
@@ -242,62 +344,76 @@ def gen_conv2d_int8(ctx: OpCtx) -> None:
     cout, cin_g, kh, kw = wt.shape
     stride, pad, dil, groups = tuple(p["stride"]), tuple(p["padding"]), tuple(p["dilation"]), int(p["groups"])
     w_tile, b_tile, const_bytes = load_mac_consts(ctx, w, b, (1, cout, 1, cin_g * kh * kw), x_zp)
-    fields = dict(kernel=(kh, kw), stride=stride, dilation=dil, groups=groups, pad_value=x_zp,
-                  **fused_requant(ctx, p, *per_channel(ctx, p["multiplier"], p["shift"])))
+    epi = mac_epilogue(ctx, p, (1, cout, 1, 1))
+    fields = dict(kernel=(kh, kw), stride=stride, dilation=dil, groups=groups, pad_value=x_zp, **epi.fields)
 
     def emit(sl: SliceTiles) -> None:
-        ctx.em.emit(isa.Conv2d, ctx.layer, x=sl.x, w=w_tile, bias=b_tile, out=sl.out, pad=sl.pad, **fields)
+        ctx.em.emit(isa.Conv2d, ctx.layer, x=sl.x, w=w_tile, bias=b_tile, out=epi.mac_out(sl), pad=sl.pad, **fields)
+        epi.finish(ctx, sl)
 
     sliced_int8(ctx, ctx.value(x), ctx.out(), emit, kernel_h=kh, stride_h=stride[0], pad=pad, dilation_h=dil[0],
-                const_bytes=const_bytes)
+                const_bytes=const_bytes + epi.const_bytes, out_scratch=epi.scratch, w_window=(kw, stride[1], dil[1]))
 
 
 def gen_linear_int8(ctx: OpCtx) -> None:
     """``tpu.linear_int8(x [.., K], W [N, K])`` with M rows of x: M > 1 -> ``matmul`` x (M, K) @ W^T (K, N) with
     the per-column requant fused (rows on the lanes, viewed ``(M / 64, 64, 1, K)`` when 64 divides M, tiled
     along that N); M = 1 -> a 1x1 ``conv2d`` over x viewed ``(1, K, 1, 1)`` (features on the lanes, the requant
-    per channel), which the timing model charges less than a one-row matmul."""
+    per channel), which the timing model charges less than a one-row matmul. ``tpu.linear_int8_f32``: the same
+    MAC into an int32 tile, then :func:`dequant_out` (scale per column / per channel) into the f32 output."""
     p = params(ctx)
     x, w, b = p["x"], p["weight"], p["bias"]
     x_zp = int(p["x_zp"])
     wt = ctx.const_tensor(w)
     n_out, k = wt.shape
     rows = math.prod(tuple(x.meta["val"].shape)[:-1])
-    rq = fused_requant(ctx, p, *per_channel(ctx, p["multiplier"], p["shift"]))
     nb = row_batches(rows, ctx.target.lanes)
     t = ctx.target
-    one_slice = tile_bytes(t, (1, rows // nb, 1, k), DType.INT8) + tile_bytes(t, (1, rows // nb, 1, n_out),
-                                                                               DType.INT8)
+    out_dt = DType.F32 if is_f32_form(ctx) else DType.INT8
+    out_shape = (1, rows // nb, 1, n_out)
+    one_slice = tile_bytes(t, (1, rows // nb, 1, k), DType.INT8) + tile_bytes(t, out_shape, out_dt)
+    if out_dt == DType.F32:
+        one_slice += tile_bytes(t, out_shape, I32) + tile_bytes(t, (1, 1, 1, n_out), DType.F32)
     w_bytes = tile_bytes(t, (1, k, 1, n_out), DType.INT8) + tile_bytes(t, (1, 1, 1, n_out), I32)
     if rows > 1 and one_slice + w_bytes <= t.local_mem_bytes:
         w_tile, b_tile, const_bytes = load_mac_consts(ctx, w, b, (1, k, 1, n_out), x_zp, (1, 1, 1, n_out),
                                                       transpose=True)
+        epi = mac_epilogue(ctx, p, (1, 1, 1, n_out))
 
         def emit_mm(sl: SliceTiles) -> None:
-            ctx.em.emit(isa.MatMul, ctx.layer, a=sl.x, b=w_tile, bias=b_tile, out=sl.out, **rq)
+            ctx.em.emit(isa.MatMul, ctx.layer, a=sl.x, b=w_tile, bias=b_tile, out=epi.mac_out(sl), **epi.fields)
+            epi.finish(ctx, sl)
 
         sliced_int8(ctx, ctx.value(x, (nb, rows // nb, 1, k)), ctx.out((nb, rows // nb, 1, n_out)), emit_mm,
-                    const_bytes=const_bytes)
+                    const_bytes=const_bytes + epi.const_bytes, out_scratch=epi.scratch)
         return
     w_tile, b_tile, const_bytes = load_mac_consts(ctx, w, b, (1, n_out, 1, k), x_zp)
+    epi = mac_epilogue(ctx, p, (1, n_out, 1, 1))
 
     def emit(sl: SliceTiles) -> None:
-        ctx.em.emit(isa.Conv2d, ctx.layer, x=sl.x, w=w_tile, bias=b_tile, out=sl.out, kernel=(1, 1), **rq)
+        ctx.em.emit(isa.Conv2d, ctx.layer, x=sl.x, w=w_tile, bias=b_tile, out=epi.mac_out(sl), kernel=(1, 1),
+                    **epi.fields)
+        epi.finish(ctx, sl)
 
-    sliced_int8(ctx, ctx.value(x, (rows, k, 1, 1)), ctx.out((rows, n_out, 1, 1)), emit, const_bytes=const_bytes)
+    sliced_int8(ctx, ctx.value(x, (rows, k, 1, 1)), ctx.out((rows, n_out, 1, 1)), emit,
+                const_bytes=const_bytes + epi.const_bytes, out_scratch=epi.scratch)
 
 
 def gen_matmul_int8(ctx: OpCtx) -> None:
     """``tpu.matmul_int8(a, b)`` of two values with equal batch dims -> ``matmul`` with the requant fused when
     both zero points are 0, else ``matmul`` (int32), the zero-point terms (``reduce`` sums, ``eltwise``) ->
-    ``requant``; tiled along the batch."""
+    ``requant``; tiled along the batch. ``tpu.matmul_int8_f32``: the int32 accumulator (zero-point terms
+    likewise) -> :func:`dequant_out` with the one f32 scale."""
     p = params(ctx)
     x, y = p["a"], p["b"]
     xs, ys = tuple(x.meta["val"].shape), tuple(y.meta["val"].shape)
     if len(xs) < 2 or len(ys) < 2 or xs[:-2] != ys[:-2] or ctx.is_const(x) or ctx.is_const(y):
         raise _refuse(ctx, f"only equal batch dims of two computed values, got {xs} @ {ys}")
-    a_zp, b_zp, out_zp = int(p["a_zp"]), int(p["b_zp"]), int(p["out_zp"])
-    qmin, qmax = _bounds(ctx, p)
+    a_zp, b_zp = int(p["a_zp"]), int(p["b_zp"])
+    f32_form = is_f32_form(ctx)
+    if not f32_form:
+        out_zp = int(p["out_zp"])
+        qmin, qmax = _bounds(ctx, p)
     m, k, n = xs[-2], xs[-1], ys[-1]
     if k >= 2 ** 16:
         raise _refuse(ctx, f"K = {k}: the zero-point terms could leave int32 (K < 2^16 needed)")
@@ -328,7 +444,7 @@ def gen_matmul_int8(ctx: OpCtx) -> None:
 
     def comp(i: int, ts: list[LocalTensor]) -> LocalTensor:
         ta, tb, o, acc, ra, cb = ts
-        if not a_zp and not b_zp:  # no zero-point terms: the requant is fused
+        if not a_zp and not b_zp and not f32_form:  # no zero-point terms: the requant is fused
             ctx.em.emit(isa.MatMul, ctx.layer, a=ta, b=tb, out=o,
                         **fused_requant(ctx, p, (int(p["multiplier"]),), (int(p["shift"]),)))
             return o
@@ -343,7 +459,10 @@ def gen_matmul_int8(ctx: OpCtx) -> None:
                 ctx.em.emit(isa.Eltwise, ctx.layer, op="sub", a=cb, scalar=float(k * b_zp), out=cb)
             ctx.em.emit(isa.Eltwise, ctx.layer, op="mul", a=cb, scalar=float(a_zp), out=cb)
             ctx.em.emit(isa.Eltwise, ctx.layer, op="sub", a=acc, b=cb, out=acc)
-        requant_out(ctx, acc, o, (int(p["multiplier"]),), (int(p["shift"]),), out_zp, qmin, qmax)
+        if f32_form:
+            dequant_out(ctx, acc, o, float(p["scale"]), p["lo"], p["hi"])
+        else:
+            requant_out(ctx, acc, o, (int(p["multiplier"]),), (int(p["shift"]),), out_zp, qmin, qmax)
         return o
 
     def store(i: int, o: LocalTensor) -> None:
@@ -356,7 +475,12 @@ def gen_matmul_int8(ctx: OpCtx) -> None:
 
 def gen_avg_pool2d_int8(ctx: OpCtx) -> None:
     """``tpu.avg_pool2d_int8``: without zero points one integer ``pool2d`` with the multiplier and shift;
-    otherwise ``x - x_zp`` (int32) -> ``pool2d`` window sums (multiplier 1, shift 0) -> ``requant``."""
+    otherwise ``x - x_zp`` (int32) -> ``pool2d`` window sums (multiplier 1, shift 0) -> ``requant``.
+
+    Tiled along N/H and, for long rows, W (``sliced_int8`` with ``w_window``; the int32 tiles are part of each
+    tile's bytes). The divisor ``k_h · k_w`` is folded into the multiplier (``count_include_pad``): a padded
+    cell adds 0 to the window sum (``x - x_zp`` is padded with 0, as the reference pads ``x - x_zp``), so a
+    tile padded only at the image border gives every window the sum of the whole tensor's window."""
     p = params(ctx)
     k, s, pad = tuple(p["kernel_size"]), tuple(p["stride"] or p["kernel_size"]), tuple(p["padding"])
     x_zp, out_zp, mult, shift = int(p["x_zp"]), int(p["out_zp"]), int(p["multiplier"]), int(p["shift"])
@@ -375,35 +499,26 @@ def gen_avg_pool2d_int8(ctx: OpCtx) -> None:
 
     scratch = () if plain else (I32,)
     sliced_int8(ctx, ctx.value(p["x"]), ctx.out(), emit, kernel_h=k[0], stride_h=s[0], pad=pad,
-                x_scratch=scratch, out_scratch=scratch)
+                x_scratch=scratch, out_scratch=scratch, w_window=(k[1], s[1], 1))
 
 
 def gen_reduce_sum_int8(ctx: OpCtx) -> None:
-    """``tpu.reduce_sum_int8`` over trailing dims: ``reduce sum`` (int32) [- x_zp·n] -> ``requant``, rows of the
-    kept dims on the lanes, tiled along N."""
+    """``tpu.reduce_sum_int8`` over any dims: int32 ``reduce sum`` (chunks of a reduction too big for local memory
+    added exactly, ``ops_pool.reduce_tiled``) [- x_zp·n] -> ``requant``; the layout and tiling of the float
+    reductions (``ops_pool.reduce_views``: more than 4 runs of reduced / kept dims transposed first)."""
     p = params(ctx)
-    x = p["x"]
-    shape = tuple(x.meta["val"].shape)
-    nd = len(shape)
-    dims = sorted(int(d) % nd for d in p["dims"]) or list(range(nd))
-    if nd > 4 or dims != list(range(dims[0], nd)):
-        raise _refuse(ctx, f"only trailing dims of a rank <= 4 tensor, got dims {dims} of {shape}")
-    red = math.prod(shape[dims[0]:])
-    lead = math.prod(shape[:dims[0]])
+    x4, axes, out4 = ops_pool.reduce_views(ctx)
+    red = math.prod(x4.shape[a] for a in axes)
     if 255 * red >= INT32_LIMIT:
         raise _refuse(ctx, f"a sum over {red} elements could leave int32")
     x_zp, out_zp = int(p["x_zp"]), int(p["out_zp"])
-    nb = row_batches(lead, ctx.target.lanes)
 
-    def emit(sl: SliceTiles) -> None:
-        acc = sl.out_scratch[0]
-        ctx.em.emit(isa.Reduce, ctx.layer, op="sum", x=sl.x, out=acc, axes=(3,))
+    def finish(acc: LocalTensor, out: LocalTensor) -> None:
         if x_zp:
             ctx.em.emit(isa.Eltwise, ctx.layer, op="sub", a=acc, scalar=float(x_zp * red), out=acc)
-        requant_out(ctx, acc, sl.out, (int(p["multiplier"]),), (int(p["shift"]),), out_zp, -128, 127)
+        requant_out(ctx, acc, out, (int(p["multiplier"]),), (int(p["shift"]),), out_zp, -128, 127)
 
-    sliced_int8(ctx, ctx.value(x, (nb, lead // nb, 1, red)), ctx.out((nb, lead // nb, 1, 1)), emit,
-                out_scratch=(I32,))
+    ops_pool.reduce_tiled(ctx, x4, out4, axes, "sum", acc=I32, finish=finish)
 
 
 # ---- element-wise ops ---------------------------------------------------------------------------------------
@@ -455,6 +570,74 @@ def gen_lut_int8(ctx: OpCtx) -> None:
                   const_bytes=nbytes)
 
 
+def load_interp_tables(ctx: OpCtx, base: fx.Node, slope: fx.Node) -> tuple[LocalTensor, LocalTensor, int]:
+    """Load once the two int32 tables of an interpolated LUT, the base one stored as ``base + 128 · slope``
+    (:func:`lut_interp_epilogue` interpolates from ``lo - 128``): (base tile, slope tile, per-lane bytes)."""
+    sl = ctx.const_tensor(slope).to(torch.int64).reshape(256)
+    b128 = derived(ctx, (base.target, slope.target, "base128"),
+                   lambda: (ctx.const_tensor(base).to(torch.int64).reshape(256) + 128 * sl).to(torch.int32))
+    b_tile, nb = load_const(ctx, ctx.weights.add((base.target, "lut_base128"), b128, (1, 1, 1, 256), I32))
+    s_tile, ns = load_const(ctx, ctx.weights.add((slope.target, "lut_slope"), sl.to(torch.int32), (1, 1, 1, 256),
+                                                 I32))
+    return b_tile, s_tile, nb + ns
+
+
+def lut_interp_epilogue(ctx: OpCtx, acc: LocalTensor, hi: LocalTensor, t1: LocalTensor, t2: LocalTensor,
+                        out: LocalTensor, fine: tuple[tuple[int, ...], tuple[int, ...], int],
+                        tables: tuple[LocalTensor, LocalTensor], p: dict[str, Any]) -> None:
+    """``tpu.conv2d_lut_int8``'s steps after the MAC (``tpu_ops/int8_eltwise.py``), ``acc`` (int32) updated in place:
+
+    1. ``v = clip(requant(acc, m[c], s[c]) + u_zp - 128, ±32767 - 128)``  (``v = u - 128``)
+    2. ``hi = requant(v, 1, 8)`` to int8: ``round_half_away((u - 128) / 256) = floor(u / 256)``, except at a knot
+       ``u = 256·j <= 0`` where it gives ``j - 1`` (then ``lo = 256``: the same value, ``256 t[j]``)
+    3. ``lo - 128 = v - 256·hi``; ``acc = slope[hi] · (lo - 128) + (base[hi] + 128 · slope[hi])``
+    4. ``out = clamp(requant(acc, 1, out_shift) + out_zp, qmin, qmax)``
+    """
+    multiplier, shift, u_zp = fine
+    base128, slope = tables
+    qmin, qmax = _bounds(ctx, p)
+    fine_max = 32767
+    ctx.em.emit(isa.Requant, ctx.layer, x=acc, out=acc, multiplier=multiplier, shift=shift, zero_point=u_zp - 128)
+    ctx.em.emit(isa.Activation, ctx.layer, op="clip", x=acc, out=acc, lo=float(-fine_max - 128),
+                hi=float(fine_max - 128))
+    ctx.em.emit(isa.Requant, ctx.layer, x=acc, out=hi, multiplier=(1,), shift=(8,))
+    ctx.em.emit(isa.Eltwise, ctx.layer, op="mul", a=hi, scalar=-256.0, out=t1)
+    ctx.em.emit(isa.Eltwise, ctx.layer, op="add", a=acc, b=t1, out=acc)
+    ctx.em.emit(isa.Lut, ctx.layer, x=hi, table=slope, out=t2)
+    ctx.em.emit(isa.Eltwise, ctx.layer, op="mul", a=t2, b=acc, out=acc)
+    ctx.em.emit(isa.Lut, ctx.layer, x=hi, table=base128, out=t1)
+    ctx.em.emit(isa.Eltwise, ctx.layer, op="add", a=acc, b=t1, out=acc)
+    requant_out(ctx, acc, out, (1,), (int(p["out_shift"]),), int(p["out_zp"]), qmin, qmax)
+
+
+def gen_conv2d_lut_int8(ctx: OpCtx) -> None:
+    """``tpu.conv2d_lut_int8`` -> per slice one ``conv2d`` into an int32 tile (padded with x_zp, zero-point-folded
+    bias, as ``conv2d_int8``) and :func:`lut_interp_epilogue` (requant to the 16-bit grid, knot index by a
+    second requant, two 256-entry int32 ``lut`` lookups, integer interpolation, requant to int8); the
+    pre-activation never leaves local memory."""
+    p = params(ctx)
+    x, w, b = p["x"], p["weight"], p["bias"]
+    x_zp = int(p["x_zp"])
+    if not -128 <= x_zp <= 127:
+        raise _refuse(ctx, f"x_zp = {x_zp} is not an int8 value (the conv pads with it)")
+    wt = ctx.const_tensor(w)
+    cout, cin_g, kh, kw = wt.shape
+    stride, pad, dil, groups = tuple(p["stride"]), tuple(p["padding"]), tuple(p["dilation"]), int(p["groups"])
+    w_tile, b_tile, const_bytes = load_mac_consts(ctx, w, b, (1, cout, 1, cin_g * kh * kw), x_zp)
+    base128, slope, table_bytes = load_interp_tables(ctx, p["base"], p["slope"])
+    fine = (*per_channel(ctx, p["multiplier"], p["shift"]), int(p["u_zp"]))
+    fields = dict(kernel=(kh, kw), stride=stride, dilation=dil, groups=groups, pad_value=x_zp)
+
+    def emit(sl: SliceTiles) -> None:
+        acc, hi, t1, t2 = sl.out_scratch
+        ctx.em.emit(isa.Conv2d, ctx.layer, x=sl.x, w=w_tile, bias=b_tile, out=acc, pad=sl.pad, **fields)
+        lut_interp_epilogue(ctx, acc, hi, t1, t2, sl.out, fine, (base128, slope), p)
+
+    sliced_int8(ctx, ctx.value(x), ctx.out(), emit, kernel_h=kh, stride_h=stride[0], pad=pad, dilation_h=dil[0],
+                const_bytes=const_bytes + table_bytes, out_scratch=(I32, DType.INT8, I32, I32),
+                w_window=(kw, stride[1], dil[1]))
+
+
 def _rescaled_max(zp: int, multiplier: int, shift: int) -> int:
     """The largest ``|round_shift((q - zp) · m, s)|`` over int8 ``q`` (monotonic in ``|q - zp|``)."""
     v = max(abs(-128 - zp), abs(127 - zp)) * multiplier
@@ -462,25 +645,26 @@ def _rescaled_max(zp: int, multiplier: int, shift: int) -> int:
 
 
 def gen_add_sub_int8(ctx: OpCtx, op: str) -> None:
-    """``tpu.add_int8`` / ``sub_int8``: each input ``requant``-ed to the common scale in int32 (after its zero
-    point is subtracted), ``eltwise`` add/sub, ``requant`` to the output [-> ``clip``]; broadcasting loads."""
+    """``tpu.add_int8`` / ``sub_int8``: one ``qadd`` per tile -- both inputs rescaled to the common scale, added
+    or subtracted and requantized in one pass, with broadcasting loads. Refused when the chip's int32
+    accumulator could not hold the rescaled inputs' sum (the TPU op computes it in int64)."""
     p = params(ctx)
     qmin, qmax = _bounds(ctx, p)
     sides = [(int(p[f"{s}_zp"]), int(p[f"{s}_multiplier"]), int(p[f"{s}_shift"])) for s in ("a", "b")]
-    for zp, m, s in sides:
-        if _rescaled_max(zp, m, s) >= INT32_LIMIT:
-            raise _refuse(ctx, f"an input rescaled by {m} / 2^{s} could leave int32")
+    if sum(_rescaled_max(zp, m, s) for zp, m, s in sides) >= INT32_LIMIT:
+        raise _refuse(ctx, "the inputs rescaled by {} / 2^{} and {} / 2^{} could sum past int32".format(
+            sides[0][1], sides[0][2], sides[1][1], sides[1][2]))
+    if any(abs(zp) >= isa.QADD_ZP_LIMIT for zp, _, _ in sides):
+        raise _refuse(ctx, f"input zero points {sides[0][0]}, {sides[1][0]}: |zp| must be below {isa.QADD_ZP_LIMIT}")
     ins, out = ew._views(ctx, [p["a"], p["b"]])
+    fields = dict(op=op, a_zp=sides[0][0], a_multiplier=sides[0][1], a_shift=sides[0][2], b_zp=sides[1][0],
+                  b_multiplier=sides[1][1], b_shift=sides[1][2], multiplier=int(p["out_multiplier"]),
+                  shift=int(p["out_shift"]), zero_point=int(p["out_zp"]), qmin=qmin, qmax=qmax)
 
     def compute(tiles: list[LocalTensor], o: LocalTensor) -> None:
-        a, b, ta, tb = tiles
-        for x, t, (zp, m, s) in ((a, ta, sides[0]), (b, tb, sides[1])):
-            src = minus_zp(ctx, x, zp, t)
-            ctx.em.emit(isa.Requant, ctx.layer, x=src, out=t, multiplier=(m,), shift=(s,))
-        ctx.em.emit(isa.Eltwise, ctx.layer, op=op, a=ta, b=tb, out=ta)
-        requant_out(ctx, ta, o, (int(p["out_multiplier"]),), (int(p["out_shift"]),), int(p["out_zp"]), qmin, qmax)
+        ctx.em.emit(isa.QAdd, ctx.layer, a=tiles[0], b=tiles[1], out=o, **fields)
 
-    ew.sliced_map(ctx, ins, out, compute, scratch=(I32, I32))
+    ew.sliced_map(ctx, ins, out, compute)
 
 
 def gen_mul_int8(ctx: OpCtx) -> None:
@@ -500,8 +684,9 @@ def gen_mul_int8(ctx: OpCtx) -> None:
 
 
 def gen_concat_int8(ctx: OpCtx) -> None:
-    """``tpu.concat_int8``: each input into its block of the output -- a ``dma_copy`` when its requant is the
-    identity (``m = 2^s``, same zero point), else sliced [``eltwise sub``] -> ``requant``."""
+    """``tpu.concat_int8``: each input into its block of the output -- nothing when its producer wrote it there
+    in place (``DdrPlan.in_place``: an identity requant, ``ddr_plan._copied_inputs``), a ``dma_copy`` when its
+    requant is the identity (``m = 2^s``, same zero point), else sliced [``eltwise sub``] -> ``requant``."""
     p = params(ctx)
     out_zp = int(p["out_zp"])
     rank = ctx.node.meta["val"].dim()
@@ -517,6 +702,8 @@ def gen_concat_int8(ctx: OpCtx) -> None:
         pos += xv.shape[d]
         block = sub_view(out, tuple(start), xv.shape)
         m, s, zp = int(m), int(s), int(zp)
+        if ctx.plan.in_place(x, ctx.node):
+            continue
         if m == 1 << s and zp == out_zp:
             ctx.em.emit(isa.DmaCopy, ctx.layer, src=xv, dst=block)
             continue
@@ -534,6 +721,9 @@ def register(reg: Callable[[str, Callable[[OpCtx], None]], None]) -> None:
     reg("conv2d_int8", gen_conv2d_int8)
     reg("linear_int8", gen_linear_int8)
     reg("matmul_int8", gen_matmul_int8)
+    reg("conv2d_int8_f32", gen_conv2d_int8)
+    reg("linear_int8_f32", gen_linear_int8)
+    reg("matmul_int8_f32", gen_matmul_int8)
     reg("max_pool2d_int8", functools.partial(ops_pool.gen_pool2d, mode="max"))
     reg("avg_pool2d_int8", gen_avg_pool2d_int8)
     reg("reduce_sum_int8", gen_reduce_sum_int8)
@@ -541,6 +731,7 @@ def register(reg: Callable[[str, Callable[[OpCtx], None]], None]) -> None:
     reg("dequantize_int8", gen_dequantize_int8)
     reg("requant_int8", gen_requant_int8)
     reg("lut_int8", gen_lut_int8)
+    reg("conv2d_lut_int8", gen_conv2d_lut_int8)
     reg("add_int8", functools.partial(gen_add_sub_int8, op="add"))
     reg("sub_int8", functools.partial(gen_add_sub_int8, op="sub"))
     reg("mul_int8", gen_mul_int8)

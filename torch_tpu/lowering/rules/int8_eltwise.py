@@ -2,7 +2,7 @@
 
 * ``add/sub(a, b)`` of two tensors -> ``tpu.add_int8``/``sub_int8`` (a fused relu / relu6 / clip: the
   activation's grid and saturation bounds, as for conv): common scale ``s_c = s_y / 2^k``
-  (``k = 8`` extra fraction bits, fewer if ``256 · s_i / s_y · 2^k`` would reach ``2^31``),
+  (``k = 8`` extra fraction bits, fewer if ``256 · (s_a + s_b) / s_y · 2^k`` would reach ``2^31``),
   ``a_m · 2^-a_s ≈ s_a / s_c``, ``b_m · 2^-b_s ≈ alpha · s_b / s_c``, ``out = 2^-k`` (``k = 8``: ``2^30 · 2^-38``);
 * ``mul(a, b)`` -> ``tpu.mul_int8`` with ``m · 2^-s ≈ s_a · s_b / s_y``;
 * ``cat`` -> ``tpu.concat_int8``: input ``i`` requantized by ``s_i / s_y`` (identity when equal);
@@ -13,18 +13,31 @@
   ``f`` evaluated in float64 by the TOP op itself (NaN -> the zero point).
 
 Constant tensor operands with more than one element are quantized per tensor (``s = max|c| / 127``).
+
+**Convolution + curved activation** (silu, sigmoid, hardswish, hardsigmoid, gelu, tanh after a 2-D conv,
+:func:`~torch_tpu.quant.simulate.fusible_pair`) -> one ``tpu.conv2d_lut_int8`` (:func:`lower_conv_lut`): the
+int32 accumulator goes onto a 16-bit grid ``u`` over the input interval ``[a, b]`` where the activation's int8
+output changes (:func:`lut_domain`: the pre-activation's calibrated range widened :data:`LUT_HEADROOM` times,
+its flat ends cut off), ``s_u = (b - a) / 65534``; a 257-knot table interpolates ``f`` between
+``u = 256·k``. The separate form (conv requantized to an int8 pre-activation, then a 256-entry table) rounds
+the input of the curve to ``T / 127``; this one to ``s_u``, with the interpolation error
+``max|f''| · (256·s_u)^2 / 8`` (silu: ``(b - a)^2 / 2^19``).
 """
 
 from __future__ import annotations
 
+from typing import Callable
+
 import torch
 import torch.fx as fx
 
-from torch_tpu.fixed_point import quantize
+from torch_tpu.fixed_point import quantize, round_float
+from torch_tpu.graph.names import stable_name
 from torch_tpu.lowering.context import LowerCtx, bind_params
-from torch_tpu.lowering.qparams import scalar_multiplier
+from torch_tpu.lowering.qparams import QParams, multiplier, quantize_bias, quantize_weight, scalar_multiplier
 from torch_tpu.lowering.registry import RuleTable, is_constant
 from torch_tpu.lowering.rules.int8_mac import fused_bounds
+from torch_tpu.tpu_ops.int8_eltwise import FINE_MAX
 
 aten = torch.ops.aten
 
@@ -82,6 +95,81 @@ def lower_lut(ctx: LowerCtx) -> fx.Node:
     return ctx.emit("lut_int8", ctx.operand(x), ctx.add_const(lut_table(ctx), "table"))
 
 
+#: fraction bits of the interpolated table's knots (in output steps); ``out_shift = 8 + LUT_FRAC_BITS``
+LUT_FRAC_BITS = 8
+#: knots are clamped to +-this many output steps (beyond +-256 the int8 output saturates anyway); keeps
+#: ``256 · t + slope · lo`` far inside int32
+KNOT_LIMIT = 1024
+#: the pre-activation's calibrated range ``[-M, M]`` (``M = max(|min|, |max|, T)``) is widened this many times
+#: before the flat ends are cut: a sample beyond the calibrated range still meets the curve
+LUT_HEADROOM = 2.0
+
+
+def act_function(ctx: LowerCtx, act: fx.Node, x: fx.Node) -> Callable[[torch.Tensor], torch.Tensor]:
+    """``f(grid)``: the TOP activation ``act`` applied to a float64 tensor in place of its operand ``x``."""
+    def f(grid: torch.Tensor) -> torch.Tensor:
+        def sub(n: fx.Node):
+            return grid if n is x else ctx.const(n).to(torch.float64)
+        with torch.no_grad():
+            y = act.target(*fx.node.map_arg(act.args, sub), **fx.node.map_arg(act.kwargs, sub))
+        return torch.nan_to_num(y.to(torch.float64), nan=0.0, posinf=1e30, neginf=-1e30)
+    return f
+
+
+def lut_domain(f: Callable[[torch.Tensor], torch.Tensor], qy: QParams, bound: float,
+               points: int = 1 << 16) -> tuple[float, float]:
+    """``[a, b]`` inside ``[-bound, bound]`` outside which ``f``'s int8 output code is constant (the code at
+    the window's ends): the interval an interpolated table has to resolve, one sampling step wider on
+    each side."""
+    xs = torch.linspace(-bound, bound, points + 1, dtype=torch.float64)
+    q = quantize(f(xs), qy.scale, qy.zero_point, dtype=torch.int8)
+    change = (q[1:] != q[:-1]).nonzero().flatten()
+    if change.numel() == 0:
+        return -bound, bound
+    step = 2.0 * bound / points
+    return max(-bound, float(xs[int(change[0])]) - step), min(bound, float(xs[int(change[-1]) + 1]) + step)
+
+
+def interp_table(f: Callable[[torch.Tensor], torch.Tensor], s_u: float, u_zp: int, s_y: float
+                 ) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(base, slope)`` int32 tables of ``tpu.conv2d_lut_int8`` ordered by ``k & 0xff``: knots
+    ``t[k] = clamp(round(f((256·k - u_zp) · s_u) / s_y · 2^F), ±KNOT_LIMIT · 2^F)`` for k in [-128, 128],
+    ``base[k] = 256 · t[k]``, ``slope[k] = t[k+1] - t[k]``."""
+    k = torch.arange(-128, 129, dtype=torch.float64)
+    lim = KNOT_LIMIT * 2.0 ** LUT_FRAC_BITS
+    t = round_float(f((256.0 * k - u_zp) * s_u) / s_y * 2.0 ** LUT_FRAC_BITS).clamp(-lim, lim).to(torch.int64)
+    base, slope = 256 * t[:-1], t[1:] - t[:-1]
+    order = torch.cat([torch.arange(128, 256), torch.arange(0, 128)])   # k = 0..127, then -128..-1
+    return base[order].to(torch.int32), slope[order].to(torch.int32)
+
+
+def lower_conv_lut(ctx: LowerCtx) -> fx.Node:
+    """A 2-D ``convolution`` with a fused curved activation (``ctx.fused_act``) -> ``tpu.conv2d_lut_int8``
+    (module doc). Always the int8 form: the driver's float-output MACs take only bound-like activations."""
+    conv, act = ctx.node, ctx.fused_act
+    p = ctx.params
+    qx, qy = ctx.quant.of(ctx.arg("input")), ctx.quant.of(act)
+    ctx.quant.of(conv)                 # a clear error when the table lacks the pre-activation
+    entry = ctx.quant.table[stable_name(conv)]
+    bound = LUT_HEADROOM * max(abs(entry.min), abs(entry.max), abs(entry.threshold), 1e-6)
+    f = act_function(ctx, act, conv)
+    a, b = lut_domain(f, qy, bound)
+    s_u = max(b - a, 1e-12) / (2.0 * FINE_MAX)
+    u_zp = -int(round_float(torch.tensor((a + b) / 2.0 / s_u, dtype=torch.float64)))
+    wq, s_w = quantize_weight(ctx.const("weight"), axis=0)
+    bias = None
+    if p["bias"] is not None:
+        bias = ctx.add_const(quantize_bias(ctx.const("bias"), qx.scale, s_w), "bias_int32")
+    m, s = multiplier(qx.scale * s_w / s_u)
+    base, slope = interp_table(f, s_u, u_zp, qy.scale)
+    ph, pw = p["padding"]
+    return ctx.emit("conv2d_lut_int8", ctx.operand("input"), ctx.add_const(wq, "weight_int8"), bias,
+                    list(p["stride"]), [ph, ph, pw, pw], list(p["dilation"]), p["groups"],
+                    ctx.add_const(m, "multiplier"), ctx.add_const(s, "shift"), qx.zero_point, u_zp,
+                    ctx.add_const(base, "lut_base"), ctx.add_const(slope, "lut_slope"), 8 + LUT_FRAC_BITS,
+                    qy.zero_point)
+
+
 def binary_applicable(node: fx.Node) -> bool:
     """Two float tensor operands (a constant one with more than one element is quantized per tensor)."""
     p = bind_params(node)
@@ -92,9 +180,10 @@ def binary_applicable(node: fx.Node) -> bool:
 
 
 def common_scale_bits(ratio_a: float, ratio_b: float, bits: int = 8) -> int:
-    """Extra fraction bits ``k`` of the common scale ``s_y / 2^k``: 8, fewer when an input rescaled by
-    ``ratio · 2^k`` could leave int32 (``256 · ratio · 2^k < 2^31``)."""
-    worst = 256.0 * max(ratio_a, ratio_b, 1e-30)
+    """Extra fraction bits ``k`` of the common scale ``s_y / 2^k``: 8, fewer when the two inputs rescaled by
+    ``ratio · 2^k`` could sum past int32 (``256 · (ratio_a + ratio_b) · 2^k < 2^31``: the chip's ``qadd``
+    holds the sum in an int32 accumulator)."""
+    worst = 256.0 * max(ratio_a + ratio_b, 1e-30)
     while bits > 0 and worst * 2.0 ** bits >= 2.0 ** 31:
         bits -= 1
     return bits

@@ -4,6 +4,11 @@ Per output channel ``o`` (formulas in :mod:`torch_tpu.lowering.qparams`): ``W_q 
 ``s_w[o] = max|W[o]| / 127``; ``b_q = round(b / (s_x · s_w[o]))`` (int32);
 ``m[o] · 2^-shift[o] ≈ s_x · s_w[o] / s_y``. ``s_y`` is the scale of the fused activation's output when
 one is fused (``ctx.fused_act``), whose bounds become ``qmin``/``qmax``.
+
+With ``ctx.float_out`` (every consumer reads the value in float, e.g. the graph output) the ops are the
+float-output forms ``tpu.conv2d_int8_f32`` / ``linear_int8_f32`` / ``matmul_int8_f32``: the same int8
+operands and int32 accumulator, then ``f32(acc) · scale[o]`` with ``scale[o] = f32(s_x · s_w[o])`` (matmul:
+``s_a · s_b``) and the fused activation's bounds applied in float (:func:`float_bounds`); no output scale.
 """
 
 from __future__ import annotations
@@ -14,13 +19,15 @@ import torch
 import torch.fx as fx
 
 from torch_tpu.lowering.context import LowerCtx, bind_params
-from torch_tpu.lowering.qparams import (QParams, act_bounds, multiplier, quantize_bias, quantize_weight,
+from torch_tpu.lowering.qparams import (QParams, act_bounds, f32, multiplier, quantize_bias, quantize_weight,
                                         scalar_multiplier)
 from torch_tpu.lowering.registry import RuleTable
 from torch_tpu.lowering.rules.conv import conv_supported
 from torch_tpu.lowering.rules.matmul import addmm_supported
 
 aten = torch.ops.aten
+#: smallest scale of the float-output forms (the smallest normal f32)
+MIN_SCALE = 2.0 ** -126
 
 
 def fused_bounds(ctx: LowerCtx) -> tuple[QParams, int, int]:
@@ -40,6 +47,25 @@ def fused_bounds(ctx: LowerCtx) -> tuple[QParams, int, int]:
     return (qp, *act_bounds("clip", lo, hi, qp))
 
 
+def float_bounds(ctx: LowerCtx) -> tuple[float | None, float | None]:
+    """``(lo, hi)`` in real units of the fused relu / relu6 / clip (None: unbounded), for the float-output form."""
+    act = ctx.fused_act
+    if act is None:
+        return None, None
+    p = bind_params(act)
+    if act.target == aten.relu.default:
+        return 0.0, None
+    if act.target == aten.hardtanh.default:
+        return float(p["min_val"]), float(p["max_val"])
+    return (None if p.get("min") is None else float(p["min"])), (None if p.get("max") is None else float(p["max"]))
+
+
+def _f32_scale(ctx: LowerCtx, real: torch.Tensor) -> fx.Node:
+    """The float-output form's per-channel ``scale`` constant: ``s_x · s_w[o]`` rounded once to f32 (at least
+    the smallest normal f32, so a degenerate all-zero calibration never gives a zero scale)."""
+    return ctx.add_const(real.to(torch.float64).clamp(min=MIN_SCALE).to(torch.float32).reshape(-1), "scale")
+
+
 def _requant_consts(ctx: LowerCtx, real: torch.Tensor) -> tuple[fx.Node, fx.Node]:
     m, s = multiplier(real)
     return ctx.add_const(m, "multiplier"), ctx.add_const(s, "shift")
@@ -55,24 +81,28 @@ def lower_convolution_int8(ctx: LowerCtx) -> fx.Node:
     p = ctx.params
     w = ctx.const("weight")
     qx = ctx.quant.of(ctx.arg("input"))
-    qy, qmin, qmax = fused_bounds(ctx)
     w4 = w if w.dim() == 4 else w.unsqueeze(2)
     wq, s_w = quantize_weight(w4, axis=0)
     bias = None
     if p["bias"] is not None:
         bias = ctx.add_const(quantize_bias(ctx.const("bias"), qx.scale, s_w), "bias_int32")
     wnode = ctx.add_const(wq, "weight_int8")
-    m, s = _requant_consts(ctx, qx.scale * s_w / qy.scale)
+    if ctx.float_out:
+        op, tail = "conv2d_int8_f32", (_f32_scale(ctx, qx.scale * s_w), qx.zero_point, *float_bounds(ctx))
+    else:
+        qy, qmin, qmax = fused_bounds(ctx)
+        op, tail = "conv2d_int8", (*_requant_consts(ctx, qx.scale * s_w / qy.scale), qx.zero_point, qy.zero_point,
+                                   qmin, qmax)
     x = ctx.operand("input")
     if w.dim() == 4:
         ph, pw = p["padding"]
-        return ctx.emit("conv2d_int8", x, wnode, bias, list(p["stride"]), [ph, ph, pw, pw], list(p["dilation"]),
-                        p["groups"], m, s, qx.zero_point, qy.zero_point, qmin, qmax)
+        return ctx.emit(op, x, wnode, bias, list(p["stride"]), [ph, ph, pw, pw], list(p["dilation"]), p["groups"],
+                        *tail)
     n, c, length = ctx.val("input").shape
     x4 = ctx.emit("reshape", x, [n, c, 1, length], suffix="as_2d")
     (pad,) = p["padding"]
-    y4 = ctx.emit("conv2d_int8", x4, wnode, bias, [1, p["stride"][0]], [0, 0, pad, pad], [1, p["dilation"][0]],
-                  p["groups"], m, s, qx.zero_point, qy.zero_point, qmin, qmax, suffix="conv2d")
+    y4 = ctx.emit(op, x4, wnode, bias, [1, p["stride"][0]], [0, 0, pad, pad], [1, p["dilation"][0]], p["groups"],
+                  *tail, suffix="conv2d")
     return ctx.emit("reshape", y4, list(ctx.val("out").shape))
 
 
@@ -82,16 +112,23 @@ def _float_operands(node: fx.Node) -> bool:
 
 def _product(ctx: LowerCtx, a: str, b: str, bias: torch.Tensor | None) -> fx.Node:
     qx = ctx.quant.of(ctx.arg(a))
-    qy, qmin, qmax = fused_bounds(ctx)
     wb = ctx.const(b)
     x = ctx.operand(a)
     if wb is not None and wb.dim() == 2:
         wq, s_w = quantize_weight(wb.t(), axis=0)            # [N, K], per output feature
         bnode = None if bias is None else ctx.add_const(quantize_bias(bias, qx.scale, s_w), "bias_int32")
+        wnode = ctx.add_const(wq, "weight_int8")
+        if ctx.float_out:
+            return ctx.emit("linear_int8_f32", x, wnode, bnode, _f32_scale(ctx, qx.scale * s_w), qx.zero_point,
+                            *float_bounds(ctx))
+        qy, qmin, qmax = fused_bounds(ctx)
         m, s = _requant_consts(ctx, qx.scale * s_w / qy.scale)
-        return ctx.emit("linear_int8", x, ctx.add_const(wq, "weight_int8"), bnode, m, s, qx.zero_point,
-                        qy.zero_point, qmin, qmax)
+        return ctx.emit("linear_int8", x, wnode, bnode, m, s, qx.zero_point, qy.zero_point, qmin, qmax)
     qb = ctx.quant.of(ctx.arg(b))
+    if ctx.float_out:
+        scale = f32(max(qx.scale * qb.scale, MIN_SCALE))
+        return ctx.emit("matmul_int8_f32", x, ctx.operand(b), scale, qx.zero_point, qb.zero_point, *float_bounds(ctx))
+    qy, qmin, qmax = fused_bounds(ctx)
     m, s = scalar_multiplier(qx.scale * qb.scale / qy.scale)
     return ctx.emit("matmul_int8", x, ctx.operand(b), m, s, qx.zero_point, qb.zero_point, qy.zero_point, qmin, qmax)
 
