@@ -324,7 +324,7 @@ def select(inst: isa.Select, ops: Operands) -> np.ndarray:
     cond, a, b = ops
     # numpy, not torch.where: older torch builds have no CPU where for uint16 (bf16/f16 storage)
     y = np.where(np.asarray(cond) != 0, a, b)
-    return np.array(np.broadcast_to(y, inst.out.shape))          # a writable copy (broadcast_to is a read-only view)
+    return np.array(np.broadcast_to(y, inst.out.shape), order="C")   # a writable C-order copy of the read-only view
 
 
 def gather(inst: isa.Gather, ops: Operands) -> np.ndarray:
