@@ -342,6 +342,6 @@ def gather(inst: isa.Gather, ops: Operands) -> np.ndarray:
 #: opcode -> kernel (registration in one place)
 KERNELS: dict[str, KernelFn] = {
     "conv2d": conv2d, "matmul": matmul, "eltwise": eltwise, "activation": activation, "pool2d": pool2d,
-    "lut": lut, "requant": requant, "qadd": qadd, "cast": cast, "reduce": reduce, "softmax": softmax, "layernorm": layernorm,
-    "compare": compare, "select": select, "gather": gather,
+    "lut": lut, "requant": requant, "qadd": qadd, "cast": cast, "reduce": reduce, "softmax": softmax,
+    "layernorm": layernorm, "compare": compare, "select": select, "gather": gather,
 }

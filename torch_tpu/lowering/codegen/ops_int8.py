@@ -331,28 +331,52 @@ def mac_epilogue(ctx: OpCtx, p: dict[str, Any], scale_shape: tuple[int, int, int
     return MacEpilogue({}, tile, lo, hi, nbytes)
 
 
+@dataclasses.dataclass(frozen=True)
+class ConvInt8:
+    """What the int8 conv handlers share: the op's params, its weight and zero-point-folded bias loaded once
+    into local memory (``const_bytes`` per lane), the ``conv2d`` fields (padded with x_zp)."""
+
+    p: dict[str, Any]
+    w: LocalTensor
+    bias: LocalTensor | None
+    const_bytes: int
+    fields: dict[str, Any]
+
+    @classmethod
+    def load(cls, ctx: OpCtx) -> "ConvInt8":
+        p = params(ctx)
+        x_zp = int(p["x_zp"])
+        if not -128 <= x_zp <= 127:
+            raise _refuse(ctx, f"x_zp = {x_zp} is not an int8 value (the conv pads with it)")
+        cout, cin_g, kh, kw = ctx.const_tensor(p["weight"]).shape
+        w_tile, b_tile, const_bytes = load_mac_consts(ctx, p["weight"], p["bias"], (1, cout, 1, cin_g * kh * kw),
+                                                      x_zp)
+        fields = dict(kernel=(kh, kw), stride=tuple(p["stride"]), dilation=tuple(p["dilation"]),
+                      groups=int(p["groups"]), pad_value=x_zp)
+        return cls(p, w_tile, b_tile, const_bytes, fields)
+
+    def sliced(self, ctx: OpCtx, emit: Callable[[SliceTiles], None], extra_const: int,
+               out_scratch: tuple[DType, ...]) -> None:
+        """Tile along N/H (and W for long rows) with halos; ``emit`` writes one slice's instructions."""
+        (kh, kw), stride, dil = self.fields["kernel"], self.fields["stride"], self.fields["dilation"]
+        sliced_int8(ctx, ctx.value(self.p["x"]), ctx.out(), emit, kernel_h=kh, stride_h=stride[0],
+                    pad=tuple(self.p["padding"]), dilation_h=dil[0], const_bytes=self.const_bytes + extra_const,
+                    out_scratch=out_scratch, w_window=(kw, stride[1], dil[1]))
+
+
 def gen_conv2d_int8(ctx: OpCtx) -> None:
     """``tpu.conv2d_int8`` -> one ``conv2d`` per slice: padded with x_zp, zero-point-folded int32 bias, the
     per-channel requant fused; tiled along N/H (and W for long rows) with halos. ``tpu.conv2d_int8_f32``: the
     same ``conv2d`` into an int32 tile, then :func:`dequant_out` into the f32 output."""
-    p = params(ctx)
-    x, w, b = p["x"], p["weight"], p["bias"]
-    x_zp = int(p["x_zp"])
-    if not -128 <= x_zp <= 127:
-        raise _refuse(ctx, f"x_zp = {x_zp} is not an int8 value (the conv pads with it)")
-    wt = ctx.const_tensor(w)
-    cout, cin_g, kh, kw = wt.shape
-    stride, pad, dil, groups = tuple(p["stride"]), tuple(p["padding"]), tuple(p["dilation"]), int(p["groups"])
-    w_tile, b_tile, const_bytes = load_mac_consts(ctx, w, b, (1, cout, 1, cin_g * kh * kw), x_zp)
-    epi = mac_epilogue(ctx, p, (1, cout, 1, 1))
-    fields = dict(kernel=(kh, kw), stride=stride, dilation=dil, groups=groups, pad_value=x_zp, **epi.fields)
+    cv = ConvInt8.load(ctx)
+    epi = mac_epilogue(ctx, cv.p, (1, cv.w.shape[1], 1, 1))
+    fields = {**cv.fields, **epi.fields}
 
     def emit(sl: SliceTiles) -> None:
-        ctx.em.emit(isa.Conv2d, ctx.layer, x=sl.x, w=w_tile, bias=b_tile, out=epi.mac_out(sl), pad=sl.pad, **fields)
+        ctx.em.emit(isa.Conv2d, ctx.layer, x=sl.x, w=cv.w, bias=cv.bias, out=epi.mac_out(sl), pad=sl.pad, **fields)
         epi.finish(ctx, sl)
 
-    sliced_int8(ctx, ctx.value(x), ctx.out(), emit, kernel_h=kh, stride_h=stride[0], pad=pad, dilation_h=dil[0],
-                const_bytes=const_bytes + epi.const_bytes, out_scratch=epi.scratch, w_window=(kw, stride[1], dil[1]))
+    cv.sliced(ctx, emit, epi.const_bytes, epi.scratch)
 
 
 def gen_linear_int8(ctx: OpCtx) -> None:
@@ -615,27 +639,17 @@ def gen_conv2d_lut_int8(ctx: OpCtx) -> None:
     bias, as ``conv2d_int8``) and :func:`lut_interp_epilogue` (requant to the 16-bit grid, knot index by a
     second requant, two 256-entry int32 ``lut`` lookups, integer interpolation, requant to int8); the
     pre-activation never leaves local memory."""
-    p = params(ctx)
-    x, w, b = p["x"], p["weight"], p["bias"]
-    x_zp = int(p["x_zp"])
-    if not -128 <= x_zp <= 127:
-        raise _refuse(ctx, f"x_zp = {x_zp} is not an int8 value (the conv pads with it)")
-    wt = ctx.const_tensor(w)
-    cout, cin_g, kh, kw = wt.shape
-    stride, pad, dil, groups = tuple(p["stride"]), tuple(p["padding"]), tuple(p["dilation"]), int(p["groups"])
-    w_tile, b_tile, const_bytes = load_mac_consts(ctx, w, b, (1, cout, 1, cin_g * kh * kw), x_zp)
+    cv = ConvInt8.load(ctx)
+    p = cv.p
     base128, slope, table_bytes = load_interp_tables(ctx, p["base"], p["slope"])
     fine = (*per_channel(ctx, p["multiplier"], p["shift"]), int(p["u_zp"]))
-    fields = dict(kernel=(kh, kw), stride=stride, dilation=dil, groups=groups, pad_value=x_zp)
 
     def emit(sl: SliceTiles) -> None:
         acc, hi, t1, t2 = sl.out_scratch
-        ctx.em.emit(isa.Conv2d, ctx.layer, x=sl.x, w=w_tile, bias=b_tile, out=acc, pad=sl.pad, **fields)
+        ctx.em.emit(isa.Conv2d, ctx.layer, x=sl.x, w=cv.w, bias=cv.bias, out=acc, pad=sl.pad, **cv.fields)
         lut_interp_epilogue(ctx, acc, hi, t1, t2, sl.out, fine, (base128, slope), p)
 
-    sliced_int8(ctx, ctx.value(x), ctx.out(), emit, kernel_h=kh, stride_h=stride[0], pad=pad, dilation_h=dil[0],
-                const_bytes=const_bytes + table_bytes, out_scratch=(I32, DType.INT8, I32, I32),
-                w_window=(kw, stride[1], dil[1]))
+    cv.sliced(ctx, emit, table_bytes, (I32, DType.INT8, I32, I32))
 
 
 def _rescaled_max(zp: int, multiplier: int, shift: int) -> int:
