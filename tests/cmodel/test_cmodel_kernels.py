@@ -221,7 +221,7 @@ def test_c_matches_reference(name, inst, rtol):
 
 def simd_levels():
     levels = ["generic"]
-    for lv in ("avx2", "avx512"):
+    for lv in ("avx2", "avx512", "avx512vnni"):
         try:
             _cmodel.set_simd(lv)
             levels.append(lv)

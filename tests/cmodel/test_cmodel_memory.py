@@ -86,4 +86,4 @@ def test_dma_broadcast_with_zero_stride():
 def test_c_extension_is_built():
     from torch_tpu.cmodel.memory import c_available
     assert c_available(), "build it: pip install -e . (setup.py compiles torch_tpu/cmodel/csrc)"
-    assert _cmodel.simd() in ("generic", "avx2", "avx512")
+    assert _cmodel.simd() in ("generic", "avx2", "avx512", "avx512vnni")

@@ -627,7 +627,8 @@ static PyObject *py_simd(PyObject *self, PyObject *args) { return PyUnicode_From
 static PyObject *py_set_simd(PyObject *self, PyObject *args) {
     const char *name;
     if (!PyArg_ParseTuple(args, "s", &name)) return NULL;
-    int level = !strcmp(name, "generic") ? 0 : !strcmp(name, "avx2") ? 1 : !strcmp(name, "avx512") ? 2 : -2;
+    int level = !strcmp(name, "generic") ? 0 : !strcmp(name, "avx2") ? 1 : !strcmp(name, "avx512") ? 2
+              : !strcmp(name, "avx512vnni") ? 3 : -2;
     if (level == -2 || cm_set_simd(level)) {
         PyErr_Format(PyExc_ValueError, "SIMD level '%s' is not available on this CPU", name);
         return NULL;
@@ -662,7 +663,7 @@ static PyMethodDef methods[] = {
     {"select", py_select, METH_VARARGS, "cond ? a : b with broadcast"},
     {"gather", py_gather, METH_VARARGS, "row gather by run-time int32 index"},
     {"simd", py_simd, METH_NOARGS, "the SIMD level the kernels use"},
-    {"set_simd", py_set_simd, METH_VARARGS, "force a SIMD level: generic, avx2, avx512"},
+    {"set_simd", py_set_simd, METH_VARARGS, "force a SIMD level: generic, avx2, avx512, avx512vnni"},
     {"threads", py_threads, METH_NOARGS, "how many threads the kernels use"},
     {"set_threads", py_set_threads, METH_VARARGS, "set the kernels' thread count (0: the CPUs this process may use)"},
     {NULL, NULL, 0, NULL}};
