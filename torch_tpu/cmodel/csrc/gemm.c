@@ -365,66 +365,41 @@ static void ukr_i8_avx2(size_t kc2, const int32_t *Ap, const int16_t *Bp, int32_
 }
 #undef I8_ROW
 
-__attribute__((target("avx512f,avx512bw")))
-static void ukr_i8_avx512(size_t kc2, const int32_t *Ap, const int16_t *Bp, int32_t *C, size_t ldc, int acc) {
-    __m512i c00, c01, c10, c11, c20, c21, c30, c31, c40, c41, c50, c51; /* named, as in ukr_i8_avx2 */
-#define I8_LD(r, c0, c1)                                                                                        \
+/* The AVX-512 int8 tiles (6 x 32, named accumulators as in ukr_i8_avx2), generated twice: with vpmaddwd + vpaddd,
+ * and with AVX512-VNNI's vpdpwssd, which adds both int16 products of a pair to the int32 accumulator in one
+ * instruction (wrapping, as vpmaddwd + vpaddd: the pair sum of int8-range values never overflows), so the two are
+ * bit-identical and the VNNI one has half the instructions in the inner loop. */
+#define I8_MADD512(c, b, a) _mm512_add_epi32(c, _mm512_madd_epi16(b, a))
+#define I8_DPWSSD512(c, b, a) _mm512_dpwssd_epi32(c, b, a)
+#define I8_LD512(r, c0, c1)                                                                                     \
     c0 = acc ? _mm512_loadu_si512((const void *)(C + r * ldc)) : _mm512_setzero_si512();                      \
     c1 = acc ? _mm512_loadu_si512((const void *)(C + r * ldc + 16)) : _mm512_setzero_si512()
-    I8_LD(0, c00, c01); I8_LD(1, c10, c11); I8_LD(2, c20, c21); I8_LD(3, c30, c31); I8_LD(4, c40, c41);
-    I8_LD(5, c50, c51);
-#undef I8_LD
-#define I8_ROW(r, c0, c1)                                                                                       \
+#define I8_ROW512(UPD, r, c0, c1)                                                                               \
     do {                                                                                                        \
         __m512i a = _mm512_set1_epi32(Ap[r]);                                                                   \
-        c0 = _mm512_add_epi32(c0, _mm512_madd_epi16(b0, a));                                                   \
-        c1 = _mm512_add_epi32(c1, _mm512_madd_epi16(b1, a));                                                   \
+        c0 = UPD(c0, b0, a);                                                                                    \
+        c1 = UPD(c1, b1, a);                                                                                    \
     } while (0)
-    for (size_t p = 0; p < kc2; p++, Ap += MR, Bp += 64) {
-        __m512i b0 = _mm512_load_si512((const void *)Bp), b1 = _mm512_load_si512((const void *)(Bp + 32));
-        I8_ROW(0, c00, c01); I8_ROW(1, c10, c11); I8_ROW(2, c20, c21);
-        I8_ROW(3, c30, c31); I8_ROW(4, c40, c41); I8_ROW(5, c50, c51);
-    }
-#undef I8_ROW
-#define I8_ST(r, c0, c1)                                                                                        \
+#define I8_ST512(r, c0, c1)                                                                                     \
     _mm512_storeu_si512((void *)(C + r * ldc), c0);                                                             \
     _mm512_storeu_si512((void *)(C + r * ldc + 16), c1)
-    I8_ST(0, c00, c01); I8_ST(1, c10, c11); I8_ST(2, c20, c21); I8_ST(3, c30, c31); I8_ST(4, c40, c41);
-    I8_ST(5, c50, c51);
-#undef I8_ST
-}
+#define UKR_I8_AVX512(NAME, TARGET, UPD)                                                                        \
+    __attribute__((target(TARGET)))                                                                             \
+    static void NAME(size_t kc2, const int32_t *Ap, const int16_t *Bp, int32_t *C, size_t ldc, int acc) {       \
+        __m512i c00, c01, c10, c11, c20, c21, c30, c31, c40, c41, c50, c51;                                     \
+        I8_LD512(0, c00, c01); I8_LD512(1, c10, c11); I8_LD512(2, c20, c21);                                    \
+        I8_LD512(3, c30, c31); I8_LD512(4, c40, c41); I8_LD512(5, c50, c51);                                    \
+        for (size_t p = 0; p < kc2; p++, Ap += MR, Bp += 64) {                                                  \
+            __m512i b0 = _mm512_load_si512((const void *)Bp), b1 = _mm512_load_si512((const void *)(Bp + 32)); \
+            I8_ROW512(UPD, 0, c00, c01); I8_ROW512(UPD, 1, c10, c11); I8_ROW512(UPD, 2, c20, c21);              \
+            I8_ROW512(UPD, 3, c30, c31); I8_ROW512(UPD, 4, c40, c41); I8_ROW512(UPD, 5, c50, c51);              \
+        }                                                                                                       \
+        I8_ST512(0, c00, c01); I8_ST512(1, c10, c11); I8_ST512(2, c20, c21);                                    \
+        I8_ST512(3, c30, c31); I8_ST512(4, c40, c41); I8_ST512(5, c50, c51);                                    \
+    }
 
-/* The same tile with AVX512-VNNI: vpdpwssd adds both int16 products of a pair to the int32 accumulator in one
- * instruction (wrapping, as vpmaddwd + vpaddd: the pair sum of int8-range values never overflows), so the
- * result is bit-identical to ukr_i8_avx512 with half the instructions in the inner loop. */
-__attribute__((target("avx512f,avx512bw,avx512vnni")))
-static void ukr_i8_avx512vnni(size_t kc2, const int32_t *Ap, const int16_t *Bp, int32_t *C, size_t ldc, int acc) {
-    __m512i c00, c01, c10, c11, c20, c21, c30, c31, c40, c41, c50, c51;
-#define I8_LD(r, c0, c1)                                                                                        \
-    c0 = acc ? _mm512_loadu_si512((const void *)(C + r * ldc)) : _mm512_setzero_si512();                      \
-    c1 = acc ? _mm512_loadu_si512((const void *)(C + r * ldc + 16)) : _mm512_setzero_si512()
-    I8_LD(0, c00, c01); I8_LD(1, c10, c11); I8_LD(2, c20, c21); I8_LD(3, c30, c31); I8_LD(4, c40, c41);
-    I8_LD(5, c50, c51);
-#undef I8_LD
-#define I8_ROW(r, c0, c1)                                                                                       \
-    do {                                                                                                        \
-        __m512i a = _mm512_set1_epi32(Ap[r]);                                                                   \
-        c0 = _mm512_dpwssd_epi32(c0, b0, a);                                                                    \
-        c1 = _mm512_dpwssd_epi32(c1, b1, a);                                                                    \
-    } while (0)
-    for (size_t p = 0; p < kc2; p++, Ap += MR, Bp += 64) {
-        __m512i b0 = _mm512_load_si512((const void *)Bp), b1 = _mm512_load_si512((const void *)(Bp + 32));
-        I8_ROW(0, c00, c01); I8_ROW(1, c10, c11); I8_ROW(2, c20, c21);
-        I8_ROW(3, c30, c31); I8_ROW(4, c40, c41); I8_ROW(5, c50, c51);
-    }
-#undef I8_ROW
-#define I8_ST(r, c0, c1)                                                                                        \
-    _mm512_storeu_si512((void *)(C + r * ldc), c0);                                                             \
-    _mm512_storeu_si512((void *)(C + r * ldc + 16), c1)
-    I8_ST(0, c00, c01); I8_ST(1, c10, c11); I8_ST(2, c20, c21); I8_ST(3, c30, c31); I8_ST(4, c40, c41);
-    I8_ST(5, c50, c51);
-#undef I8_ST
-}
+UKR_I8_AVX512(ukr_i8_avx512, "avx512f,avx512bw", I8_MADD512)
+UKR_I8_AVX512(ukr_i8_avx512vnni, "avx512f,avx512bw,avx512vnni", I8_DPWSSD512)
 #endif
 
 /* ---- epilogue: bias, activation, one rounding into the output ---------------------------------------- */
