@@ -18,10 +18,13 @@ tile's left/right pads non-zero only at the image's own left/right border.
 
 from __future__ import annotations
 
+import dataclasses
+from typing import Callable
+
 from torch_tpu.cmodel import isa
-from torch_tpu.cmodel.operands import DType, LocalTensor
+from torch_tpu.cmodel.operands import DdrTensor, DType, LocalTensor
 from torch_tpu.errors import ProgramError
-from torch_tpu.lowering.codegen.context import OpCtx, plan_tiles, run_pipeline
+from torch_tpu.lowering.codegen.context import OpCtx, plan_slices, plan_tiles, run_pipeline
 from torch_tpu.lowering.codegen.emitter import sub_view, tile_bytes
 
 
@@ -33,39 +36,68 @@ def window_rows(o0: int, o1: int, stride: int, pad_top: int, dil: int, k: int, h
     return max(lo, 0), min(hi, h), max(0, -lo), max(0, hi - h)
 
 
-def sliced_window(ctx: OpCtx, x_ddr, out_ddr, kernel, stride, pad, dilation, const_bytes: int, emit) -> None:
-    """Tile a windowed op (conv, pool) along N/H, and W when one output row does not fit, with halos;
-    ``emit(x_tile, out_tile, tile_pad)``.
+@dataclasses.dataclass(frozen=True)
+class SliceTiles:
+    """The local tiles of one slice: input rows (halo included), output, the slice's pads, int32-or-other
+    scratch tiles shaped like the input / the output."""
 
-    A tile spanning every output column loads whole input rows with the op's own left/right pads; a W tile
-    loads its columns with halo (``window_rows`` on columns), padded only where it touches the image's
-    left/right border."""
+    x: LocalTensor
+    out: LocalTensor
+    pad: tuple[int, int, int, int]
+    x_scratch: tuple[LocalTensor, ...]
+    out_scratch: tuple[LocalTensor, ...]
+
+
+def sliced_tiles(ctx: OpCtx, x_ddr: DdrTensor, out_ddr: DdrTensor, emit: Callable[[SliceTiles], None], *,
+                 kernel_h: int = 1, stride_h: int = 1, pad: tuple[int, int, int, int] = (0, 0, 0, 0),
+                 dilation_h: int = 1, const_bytes: int = 0, x_scratch: tuple[DType, ...] = (),
+                 out_scratch: tuple[DType, ...] = (), w_window: tuple[int, int, int] | None = None) -> None:
+    """Cut ``out_ddr`` along N then H (the windowed input rows with halos) and
+    run load -> ``emit`` -> store per slice.
+
+    ``w_window = (kernel_w, stride_w, dilation_w)`` says the op's output columns can be computed apart (a
+    windowed op over W: pool, conv): then, when not even one full-width output row fits twice with its
+    scratch tiles, ``context.plan_tiles`` cuts W too. Output columns ``[q0, q1)`` load input columns
+    ``window_rows`` on columns, and the tile's left/right pads (``SliceTiles.pad``) are non-zero only
+    where it touches the image's left/right border, so every window sees the same real and padded cells as in
+    the whole tensor. Without it (matmul-like views, whose W is a reduction) only N/H are cut."""
     t = ctx.target
     n, cin, h, w = x_ddr.shape
     _, cout, ho, wo = out_ddr.shape
-    (kh, kw), (sh, sw), (pt, _, pl, pr), (dh, dw) = kernel, stride, pad, dilation
+    pt, pl, pr = pad[0], pad[2], pad[3]
+    kw, sw, dw = w_window or (1, 1, 1)
 
     def in_rows(r: int) -> int:
-        return min(h, (r - 1) * sh + dh * (kh - 1) + 1)
+        return min(h, (r - 1) * stride_h + dilation_h * (kernel_h - 1) + 1)
 
     def in_cols(c: int) -> int:
         return w if c == wo else min(w, (c - 1) * sw + dw * (kw - 1) + 1)
 
-    def tile_set(nb: int, r: int, c: int) -> int:
-        return (tile_bytes(t, (nb, cin, in_rows(r), in_cols(c)), x_ddr.dtype)
-                + tile_bytes(t, (nb, cout, r, c), out_ddr.dtype))
+    def cols(q0: int, q1: int) -> tuple[int, int, int, int]:
+        return (0, w, pl, pr) if (q0, q1) == (0, wo) else window_rows(q0, q1, sw, pl, dw, kw, w)
 
-    def cols(o0: int, o1: int) -> tuple[int, int, int, int]:
-        return (0, w, pl, pr) if (o0, o1) == (0, wo) else window_rows(o0, o1, sw, pl, dw, kw, w)
+    def shapes(nb: int, r: int, c: int) -> list[tuple[tuple[int, int, int, int], DType]]:
+        xs, os_ = (nb, cin, in_rows(r), in_cols(c)), (nb, cout, r, c)
+        return ([(xs, x_ddr.dtype)] + [(xs, d) for d in x_scratch] + [(os_, out_ddr.dtype)]
+                + [(os_, d) for d in out_scratch])
 
-    tiles, double = plan_tiles(n, ho, wo, tile_set, const_bytes, t.local_mem_bytes, ctx.layer)
+    def set_bytes(nb: int, r: int, c: int) -> int:
+        return sum(tile_bytes(t, s, d) for s, d in shapes(nb, r, c))
+
+    if w_window is None:
+        slices, double = plan_slices(n, ho, lambda nb, r: set_bytes(nb, r, wo), const_bytes, t.local_mem_bytes,
+                                     ctx.layer)
+        tiles = [(n0, n1, o0, o1, 0, wo) for n0, n1, o0, o1 in slices]
+    else:
+        tiles, double = plan_tiles(n, ho, wo, set_bytes, const_bytes, t.local_mem_bytes, ctx.layer)
     n0, n1, o0, o1, q0, q1 = tiles[0]
-    sets = [(ctx.em.arena.tile((n1 - n0, cin, in_rows(o1 - o0), in_cols(q1 - q0)), x_ddr.dtype),
-             ctx.em.arena.tile((n1 - n0, cout, o1 - o0, q1 - q0), out_ddr.dtype)) for _ in range(2 if double else 1)]
+    sets = [[ctx.em.arena.tile(s, d) for s, d in shapes(n1 - n0, o1 - o0, q1 - q0)]
+            for _ in range(2 if double else 1)]
+    nx, no = 1 + len(x_scratch), 1 + len(out_scratch)
 
     def load(i: int) -> LocalTensor:
         n0, n1, o0, o1, q0, q1 = tiles[i]
-        r0, r1, _, _ = window_rows(o0, o1, sh, pt, dh, kh, h)
+        r0, r1, _, _ = window_rows(o0, o1, stride_h, pt, dilation_h, kernel_h, h)
         c0, c1, _, _ = cols(q0, q1)
         xs = LocalTensor(0, sets[i % len(sets)][0].addr, (n1 - n0, cin, r1 - r0, c1 - c0), x_ddr.dtype)
         ctx.em.load(sub_view(x_ddr, (n0, 0, r0, c0), xs.shape), xs, ctx.layer)
@@ -73,17 +105,34 @@ def sliced_window(ctx: OpCtx, x_ddr, out_ddr, kernel, stride, pad, dilation, con
 
     def comp(i: int, xs: LocalTensor) -> LocalTensor:
         n0, n1, o0, o1, q0, q1 = tiles[i]
-        _, _, st, sb = window_rows(o0, o1, sh, pt, dh, kh, h)
+        _, _, st, sb = window_rows(o0, o1, stride_h, pt, dilation_h, kernel_h, h)
         _, _, sl, sr = cols(q0, q1)
-        os_ = LocalTensor(0, sets[i % len(sets)][1].addr, (n1 - n0, cout, o1 - o0, q1 - q0), out_ddr.dtype)
-        emit(xs, os_, (st, sb, sl, sr))
-        return os_
+        bufs = sets[i % len(sets)]
+        oshape = (n1 - n0, cout, o1 - o0, q1 - q0)
+        tiles_ = SliceTiles(x=xs, out=LocalTensor(0, bufs[nx].addr, oshape, out_ddr.dtype), pad=(st, sb, sl, sr),
+                            x_scratch=tuple(LocalTensor(0, b.addr, xs.shape, b.dtype) for b in bufs[1:nx]),
+                            out_scratch=tuple(LocalTensor(0, b.addr, oshape, b.dtype)
+                                              for b in bufs[nx + 1:nx + no]))
+        emit(tiles_)
+        return tiles_.out
 
     def store(i: int, os_: LocalTensor) -> None:
         n0, _, o0, _, q0, _ = tiles[i]
         ctx.em.store(os_, sub_view(out_ddr, (n0, 0, o0, q0), os_.shape), ctx.layer)
 
     run_pipeline(len(tiles), double, load, comp, store)
+
+
+def sliced_window(ctx: OpCtx, x_ddr, out_ddr, kernel, stride, pad, dilation, const_bytes: int, emit) -> None:
+    """Tile a windowed op (conv, pool) along N/H, and W when one output row does not fit, with halos;
+    ``emit(x_tile, out_tile, tile_pad)`` (:func:`sliced_tiles` with the W window and no scratch tiles).
+
+    A tile spanning every output column loads whole input rows with the op's own left/right pads; a W tile
+    loads its columns with halo (``window_rows`` on columns), padded only where it touches the image's
+    left/right border."""
+    sliced_tiles(ctx, x_ddr, out_ddr, lambda sl: emit(sl.x, sl.out, sl.pad), kernel_h=kernel[0], stride_h=stride[0],
+                 pad=tuple(pad), dilation_h=dilation[0], const_bytes=const_bytes,
+                 w_window=(kernel[1], stride[1], dilation[1]))
 
 
 def gen_conv2d(ctx: OpCtx) -> None:

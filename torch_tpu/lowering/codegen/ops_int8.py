@@ -28,11 +28,11 @@ fused relu / relu6 / clip), by an integer ``clip``; a fused requant takes the bo
 
 Exactness: the ISA computes integers exactly in int64 and saturates each result to its dtype, so every
 step above equals the reference as long as no int32 intermediate saturates. The bounds that guarantee it are
-checked here (``UnsupportedOpError`` otherwise): int32 bias after folding, |rescaled add input| < 2^31,
+checked here (``UnsupportedOpError`` otherwise): int32 bias after folding, |sum of the rescaled add inputs| < 2^31,
 matmul K < 2^16; conv/linear/pool/reduce accumulators must fit int32 in the reference itself.
 
-Tiling: :func:`sliced_int8` cuts the output along N then H with halos (``ops_conv.window_rows``) through
-``context.plan_slices`` / ``run_pipeline`` (double-buffered when sliced), and a windowed op that passes its W
+Tiling: ``ops_conv.sliced_tiles`` (shared with the float conv and pools) cuts the output along N then H with
+halos (``ops_conv.window_rows``) through ``context.plan_slices`` / ``run_pipeline`` (double-buffered when sliced), and a windowed op that passes its W
 window (avg pool, conv) along W too when one row does not fit (``context.plan_tiles``, pads only at the image's
 borders); int32 scratch tiles are part of each slice's budget. ``reduce_sum_int8`` shares the float reductions'
 tiling (``ops_pool.reduce_tiled``: int32 partial sums of reduction chunks added exactly). Element-wise steps on a
@@ -55,10 +55,9 @@ from torch_tpu.cmodel import isa
 from torch_tpu.cmodel.operands import DdrTensor, DType, LocalTensor
 from torch_tpu.errors import UnsupportedOpError
 from torch_tpu.lowering.codegen import ops_elementwise as ew, ops_pool
-from torch_tpu.lowering.codegen.context import (OpCtx, WeightPacker, plan_slices, plan_tiles, row_batches,
-                                                run_pipeline)
+from torch_tpu.lowering.codegen.context import OpCtx, WeightPacker, plan_slices, row_batches, run_pipeline
 from torch_tpu.lowering.codegen.emitter import sub_view, tile_bytes
-from torch_tpu.lowering.codegen.ops_conv import window_rows
+from torch_tpu.lowering.codegen.ops_conv import SliceTiles, sliced_tiles
 
 WHERE = "codegen (torch_tpu/lowering/codegen/ops_int8.py)"
 I32 = DType.INT32
@@ -131,93 +130,6 @@ def minus_zp(ctx: OpCtx, x: LocalTensor, zp: int, scratch: LocalTensor | None) -
 
 
 # ---- tiling -------------------------------------------------------------------------------------------------
-
-@dataclasses.dataclass(frozen=True)
-class SliceTiles:
-    """The local tiles of one slice: input rows (halo included), output, the slice's pads, int32-or-other
-    scratch tiles shaped like the input / the output."""
-
-    x: LocalTensor
-    out: LocalTensor
-    pad: tuple[int, int, int, int]
-    x_scratch: tuple[LocalTensor, ...]
-    out_scratch: tuple[LocalTensor, ...]
-
-
-def sliced_int8(ctx: OpCtx, x_ddr: DdrTensor, out_ddr: DdrTensor, emit: Callable[[SliceTiles], None], *,
-                kernel_h: int = 1, stride_h: int = 1, pad: tuple[int, int, int, int] = (0, 0, 0, 0),
-                dilation_h: int = 1, const_bytes: int = 0, x_scratch: tuple[DType, ...] = (),
-                out_scratch: tuple[DType, ...] = (), w_window: tuple[int, int, int] | None = None) -> None:
-    """Cut ``out_ddr`` along N then H (the windowed input rows with halos, as ``ops_conv.sliced_window``) and
-    run load -> ``emit`` -> store per slice.
-
-    ``w_window = (kernel_w, stride_w, dilation_w)`` says the op's output columns can be computed apart (a
-    windowed op over W: pool, conv): then, when not even one full-width output row fits twice with its
-    scratch tiles, ``context.plan_tiles`` cuts W too. Output columns ``[q0, q1)`` load input columns
-    ``ops_conv.window_rows`` on columns, and the tile's left/right pads (``SliceTiles.pad``) are non-zero only
-    where it touches the image's left/right border, so every window sees the same real and padded cells as in
-    the whole tensor. Without it (matmul-like views, whose W is a reduction) only N/H are cut."""
-    t = ctx.target
-    n, cin, h, w = x_ddr.shape
-    _, cout, ho, wo = out_ddr.shape
-    pt, pl, pr = pad[0], pad[2], pad[3]
-    kw, sw, dw = w_window or (1, 1, 1)
-
-    def in_rows(r: int) -> int:
-        return min(h, (r - 1) * stride_h + dilation_h * (kernel_h - 1) + 1)
-
-    def in_cols(c: int) -> int:
-        return w if c == wo else min(w, (c - 1) * sw + dw * (kw - 1) + 1)
-
-    def cols(q0: int, q1: int) -> tuple[int, int, int, int]:
-        return (0, w, pl, pr) if (q0, q1) == (0, wo) else window_rows(q0, q1, sw, pl, dw, kw, w)
-
-    def shapes(nb: int, r: int, c: int) -> list[tuple[tuple[int, int, int, int], DType]]:
-        xs, os_ = (nb, cin, in_rows(r), in_cols(c)), (nb, cout, r, c)
-        return ([(xs, x_ddr.dtype)] + [(xs, d) for d in x_scratch] + [(os_, out_ddr.dtype)]
-                + [(os_, d) for d in out_scratch])
-
-    def set_bytes(nb: int, r: int, c: int) -> int:
-        return sum(tile_bytes(t, s, d) for s, d in shapes(nb, r, c))
-
-    if w_window is None:
-        slices, double = plan_slices(n, ho, lambda nb, r: set_bytes(nb, r, wo), const_bytes, t.local_mem_bytes,
-                                     ctx.layer)
-        tiles = [(n0, n1, o0, o1, 0, wo) for n0, n1, o0, o1 in slices]
-    else:
-        tiles, double = plan_tiles(n, ho, wo, set_bytes, const_bytes, t.local_mem_bytes, ctx.layer)
-    n0, n1, o0, o1, q0, q1 = tiles[0]
-    sets = [[ctx.em.arena.tile(s, d) for s, d in shapes(n1 - n0, o1 - o0, q1 - q0)]
-            for _ in range(2 if double else 1)]
-    nx, no = 1 + len(x_scratch), 1 + len(out_scratch)
-
-    def load(i: int) -> LocalTensor:
-        n0, n1, o0, o1, q0, q1 = tiles[i]
-        r0, r1, _, _ = window_rows(o0, o1, stride_h, pt, dilation_h, kernel_h, h)
-        c0, c1, _, _ = cols(q0, q1)
-        xs = LocalTensor(0, sets[i % len(sets)][0].addr, (n1 - n0, cin, r1 - r0, c1 - c0), x_ddr.dtype)
-        ctx.em.load(sub_view(x_ddr, (n0, 0, r0, c0), xs.shape), xs, ctx.layer)
-        return xs
-
-    def comp(i: int, xs: LocalTensor) -> LocalTensor:
-        n0, n1, o0, o1, q0, q1 = tiles[i]
-        _, _, st, sb = window_rows(o0, o1, stride_h, pt, dilation_h, kernel_h, h)
-        _, _, sl, sr = cols(q0, q1)
-        bufs = sets[i % len(sets)]
-        oshape = (n1 - n0, cout, o1 - o0, q1 - q0)
-        tiles_ = SliceTiles(x=xs, out=LocalTensor(0, bufs[nx].addr, oshape, out_ddr.dtype), pad=(st, sb, sl, sr),
-                            x_scratch=tuple(LocalTensor(0, b.addr, xs.shape, b.dtype) for b in bufs[1:nx]),
-                            out_scratch=tuple(LocalTensor(0, b.addr, oshape, b.dtype)
-                                              for b in bufs[nx + 1:nx + no]))
-        emit(tiles_)
-        return tiles_.out
-
-    def store(i: int, os_: LocalTensor) -> None:
-        n0, _, o0, _, q0, _ = tiles[i]
-        ctx.em.store(os_, sub_view(out_ddr, (n0, 0, o0, q0), os_.shape), ctx.layer)
-
-    run_pipeline(len(tiles), double, load, comp, store)
-
 
 def load_const(ctx: OpCtx, view: DdrTensor) -> tuple[LocalTensor, int]:
     """Load a packed constant once for the whole op: (its tile, its per-lane bytes)."""
@@ -359,7 +271,7 @@ class ConvInt8:
                out_scratch: tuple[DType, ...]) -> None:
         """Tile along N/H (and W for long rows) with halos; ``emit`` writes one slice's instructions."""
         (kh, kw), stride, dil = self.fields["kernel"], self.fields["stride"], self.fields["dilation"]
-        sliced_int8(ctx, ctx.value(self.p["x"]), ctx.out(), emit, kernel_h=kh, stride_h=stride[0],
+        sliced_tiles(ctx, ctx.value(self.p["x"]), ctx.out(), emit, kernel_h=kh, stride_h=stride[0],
                     pad=tuple(self.p["padding"]), dilation_h=dil[0], const_bytes=self.const_bytes + extra_const,
                     out_scratch=out_scratch, w_window=(kw, stride[1], dil[1]))
 
@@ -408,7 +320,7 @@ def gen_linear_int8(ctx: OpCtx) -> None:
             ctx.em.emit(isa.MatMul, ctx.layer, a=sl.x, b=w_tile, bias=b_tile, out=epi.mac_out(sl), **epi.fields)
             epi.finish(ctx, sl)
 
-        sliced_int8(ctx, ctx.value(x, (nb, rows // nb, 1, k)), ctx.out((nb, rows // nb, 1, n_out)), emit_mm,
+        sliced_tiles(ctx, ctx.value(x, (nb, rows // nb, 1, k)), ctx.out((nb, rows // nb, 1, n_out)), emit_mm,
                     const_bytes=const_bytes + epi.const_bytes, out_scratch=epi.scratch)
         return
     w_tile, b_tile, const_bytes = load_mac_consts(ctx, w, b, (1, n_out, 1, k), x_zp)
@@ -419,7 +331,7 @@ def gen_linear_int8(ctx: OpCtx) -> None:
                     **epi.fields)
         epi.finish(ctx, sl)
 
-    sliced_int8(ctx, ctx.value(x, (rows, k, 1, 1)), ctx.out((rows, n_out, 1, 1)), emit,
+    sliced_tiles(ctx, ctx.value(x, (rows, k, 1, 1)), ctx.out((rows, n_out, 1, 1)), emit,
                 const_bytes=const_bytes + epi.const_bytes, out_scratch=epi.scratch)
 
 
@@ -501,7 +413,7 @@ def gen_avg_pool2d_int8(ctx: OpCtx) -> None:
     """``tpu.avg_pool2d_int8``: without zero points one integer ``pool2d`` with the multiplier and shift;
     otherwise ``x - x_zp`` (int32) -> ``pool2d`` window sums (multiplier 1, shift 0) -> ``requant``.
 
-    Tiled along N/H and, for long rows, W (``sliced_int8`` with ``w_window``; the int32 tiles are part of each
+    Tiled along N/H and, for long rows, W (``ops_conv.sliced_tiles`` with ``w_window``; the int32 tiles are part of each
     tile's bytes). The divisor ``k_h · k_w`` is folded into the multiplier (``count_include_pad``): a padded
     cell adds 0 to the window sum (``x - x_zp`` is padded with 0, as the reference pads ``x - x_zp``), so a
     tile padded only at the image border gives every window the sum of the whole tensor's window."""
@@ -522,7 +434,7 @@ def gen_avg_pool2d_int8(ctx: OpCtx) -> None:
         requant_out(ctx, acc, sl.out, (mult,), (shift,), out_zp, -128, 127)
 
     scratch = () if plain else (I32,)
-    sliced_int8(ctx, ctx.value(p["x"]), ctx.out(), emit, kernel_h=k[0], stride_h=s[0], pad=pad,
+    sliced_tiles(ctx, ctx.value(p["x"]), ctx.out(), emit, kernel_h=k[0], stride_h=s[0], pad=pad,
                 x_scratch=scratch, out_scratch=scratch, w_window=(k[1], s[1], 1))
 
 
