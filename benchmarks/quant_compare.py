@@ -13,7 +13,8 @@ Same models, same calibration images, same held-out images for every tool:
 * metrics vs the FP32 eager outputs on the held-out images: SQNR (dB, over all outputs) and mean cosine
   per image; top-1 accuracy for digits.
 
-torch_tpu: ``calibrate`` (kl, kl + tune 5, search), then the real INT8 lowering
+torch_tpu: ``calibrate`` (kl, kl + tune 5, search; and kl / search after ``round_weights``, the GPTQ-style
+data-aware weight rounding, rows ``+gptq``), then the real INT8 lowering
 (``lowering.lower(top.gm, target, "int8", calibration_table=...)``) and the TPU graph run with its reference
 ops (integer arithmetic), with symmetric activations (the default) and asymmetric ones
 (``asymmetric=True``, as both peers quantize activations); the fake-quantization simulation of the same
@@ -190,8 +191,11 @@ def metrics(ref: list[torch.Tensor], got: list[torch.Tensor], labels: torch.Tens
 Outputs = list[torch.Tensor]
 
 
-def run_torch_tpu(top, cal, held, method: str, tune: int, target: str) -> dict[str, Any]:
-    """Calibrate, lower to the INT8 TPU graph and run it on ``held``; also the fake-quant simulation.
+def run_torch_tpu(top, cal, held, method: str, tune: int, target: str, rounding: str | None = None
+                  ) -> dict[str, Any]:
+    """(Round the weights,) calibrate, lower to the INT8 TPU graph and run it on ``held``; also the fake-quant
+    simulation. ``rounding="gptq"``: :func:`torch_tpu.round_weights` on the calibration samples first (its
+    time is part of ``calib_s``).
 
     Returns ``{"int8": outputs of the lowered TPU graph (its reference ops: integer arithmetic),
     "int8_asym": the same table lowered with asymmetric activations (zero points; like both peers' int8
@@ -202,6 +206,8 @@ def run_torch_tpu(top, cal, held, method: str, tune: int, target: str) -> dict[s
     from torch_tpu.quant.mixed_precision import SimulationEvaluator
 
     t0 = time.perf_counter()
+    if rounding == "gptq":
+        top = torch_tpu.round_weights(top, cal, num_samples=len(cal), progress=False)
     table = torch_tpu.calibrate(top, cal, method=method, num_samples=len(cal), tune_num=tune, progress=False)
     seconds = time.perf_counter() - t0
     out: dict[str, Any] = {"calib_s": seconds}
@@ -375,7 +381,9 @@ def run_calib_only(model: str, n: int, hw: int, tune: int, eager_n: int, threads
 
 
 # -- main -----------------------------------------------------------------------------------------
-TORCH_TPU_METHODS = (("kl", "kl", 0), ("kl+tune5", "kl", 5), ("search", "search", 0))
+#: (label, threshold method, tune samples, weight rounding: "gptq" runs ``round_weights`` on the cal samples first)
+TORCH_TPU_METHODS = (("kl", "kl", 0, None), ("kl+tune5", "kl", 5, None), ("search", "search", 0, None),
+                     ("kl+gptq", "kl", 0, "gptq"), ("search+gptq", "search", 0, "gptq"))
 ORT_CONFIGS = (("per-channel", "entropy", True), ("per-channel", "minmax", True),
                ("per-channel", "percentile", True), ("per-tensor", "minmax", False))
 
@@ -404,10 +412,10 @@ def compare(args) -> list[dict[str, Any]]:
                 print(_fmt(rows[-1]), flush=True)
 
         top = torch_tpu.transform(model, (cal[0],))
-        for label, method, tune in TORCH_TPU_METHODS:
-            def tpu_rows(label=label, method=method, tune=tune):
+        for label, method, tune, rounding in TORCH_TPU_METHODS:
+            def tpu_rows(label=label, method=method, tune=tune, rounding=rounding):
                 t0 = time.perf_counter()
-                r = run_torch_tpu(top, cal, held, method, tune, args.target)
+                r = run_torch_tpu(top, cal, held, method, tune, args.target, rounding)
                 total = round(time.perf_counter() - t0, 1)
                 add("torch_tpu int8", label, r["int8"], calib_s=round(r["calib_s"], 2), total_s=total)
                 add("torch_tpu int8 asym", label, r["int8_asym"])

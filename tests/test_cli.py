@@ -24,6 +24,8 @@ def test_compare_bad_file_is_a_clear_error(tmp_path, capsys):
 
 
 def test_transform_then_calibrate_from_the_shell(tmp_path, capsys):
+    import torch
+
     from torch_tpu.graph import load_top
     from torch_tpu.quant import CalibrationTable
 
@@ -52,6 +54,12 @@ def test_transform_then_calibrate_from_the_shell(tmp_path, capsys):
                  "--data", str(data), "--input-num", "2", "--expected-cos", "0.5", "-o", str(tmp_path / "q")]) == 0
     from torch_tpu.quant import QTable
     assert set(QTable.load(tmp_path / "q")) <= {n for n in table}
+    assert main(["round-weights", str(tmp_path / "r18.pt2"), "--data", str(data), "--input-num", "4",
+                 "-o", str(tmp_path / "r18_gptq")]) == 0
+    rounded = load_top(tmp_path / "r18_gptq.pt2")
+    assert rounded.meta["weight_rounding"] == "gptq" and rounded.input_names == top.input_names
+    changed = [k for k, v in top.gm.state_dict().items() if not torch.equal(v, rounded.gm.state_dict()[k])]
+    assert len(changed) >= 15                   # conv and fc weights, one per layer
 
 
 def test_transform_an_onnx_file_validates_against_onnxruntime(tmp_path, capsys):

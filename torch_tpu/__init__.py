@@ -24,6 +24,7 @@ _LAZY = {
     "compare": "torch_tpu.api",
     "compile": "torch_tpu.api",
     "calibrate": "torch_tpu.api",
+    "round_weights": "torch_tpu.api",
     "deploy": "torch_tpu.api",
     "run": "torch_tpu.api",
     "CompileOptions": "torch_tpu.config",

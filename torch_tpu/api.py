@@ -11,11 +11,13 @@ Example:
 
 from __future__ import annotations
 
+import itertools
 import os
 from pathlib import Path
 from typing import Any, Sequence
 
 import torch
+import torch.utils._pytree as pytree
 
 from torch_tpu.config import CompileOptions
 from torch_tpu.errors import ConfigError, ModelFormatError
@@ -95,13 +97,17 @@ def compare(a: Any, b: Any, tolerance: tuple[float, float] = (0.99, 0.99), **kwa
 
 def compile(model: torch.nn.Module, example_inputs: Sequence[Any] | None = None, *, target: str = "bm1684x",
             precision: str = "f32", calibration_data: Any = None, calibration_method: str = "kl",
-            num_samples: int = 100, tune_num: int = 5, **options: Any) -> torch.nn.Module:
+            num_samples: int = 100, tune_num: int = 5, weight_rounding: str | None = None,
+            **options: Any) -> torch.nn.Module:
     """One call: (calibrate, then) ``torch.compile(model, backend="tpu", options=...)``, compiled right
     away on ``example_inputs`` when given (so errors and fallbacks show here, not at the first real call).
 
     For ``precision="int8"`` without a ``calibration_table`` option, ``calibration_data`` (an iterable of
     inputs or a folder of .npy/.npz) is calibrated first with ``calibration_method``/``num_samples``/
     ``tune_num``; the table is kept as ``compiled.calibration_table``.
+
+    ``weight_rounding="gptq"`` (int8 with ``calibration_data``): the model's TOP graph gets data-aware
+    weight rounding first (:func:`round_weights`), is calibrated, and that graph is what is compiled.
 
     Example:
         >>> fast = torch_tpu.compile(model, (x,), precision="bf16")                            # doctest: +SKIP
@@ -110,19 +116,50 @@ def compile(model: torch.nn.Module, example_inputs: Sequence[Any] | None = None,
     from torch_tpu.backend import tpu_backend
 
     table = options.pop("calibration_table", None)
+    module: torch.nn.Module = model.eval()
+    if weight_rounding is not None:
+        if weight_rounding != "gptq":
+            raise ConfigError(f"compile: unknown weight_rounding {weight_rounding!r} (choose gptq)")
+        if precision != "int8" or calibration_data is None:
+            raise ConfigError("compile: weight_rounding needs precision int8 and calibration_data")
+        if not isinstance(calibration_data, (str, os.PathLike)):
+            calibration_data = list(itertools.islice(calibration_data, num_samples))
+        top = round_weights(module, calibration_data, num_samples=num_samples, example_inputs=example_inputs)
+        module = top.gm           # compiled as is: its placeholders and values keep the table's stable names
+        if table is None:
+            table = calibrate(top, calibration_data, method=calibration_method, num_samples=num_samples,
+                              tune_num=tune_num)
     if precision == "int8" and table is None:
         if calibration_data is None:
             raise ConfigError("precision int8 needs calibration_data or a calibration_table option")
-        table = calibrate(model.eval(), calibration_data, method=calibration_method, num_samples=num_samples,
+        table = calibrate(module, calibration_data, method=calibration_method, num_samples=num_samples,
                           tune_num=tune_num, example_inputs=example_inputs)
     opts = CompileOptions.from_dict({"target": target, "precision": precision, "calibration_table": table,
                                      **options})
-    compiled = torch.compile(model.eval(), backend=tpu_backend, options=_as_options_dict(opts))
+    compiled = torch.compile(module, backend=tpu_backend, options=_as_options_dict(opts))
+    if weight_rounding is not None:
+        compiled = _Unflatten(compiled, top.out_spec)
     if example_inputs is not None:
         with torch.no_grad():
             compiled(*example_inputs)
     compiled.calibration_table = table
     return compiled
+
+
+class _Unflatten(torch.nn.Module):
+    """A compiled TOP graph (flat outputs) with the source model's output structure."""
+
+    def __init__(self, compiled: Any, out_spec: pytree.TreeSpec | None):
+        super().__init__()
+        self.compiled = compiled
+        self.out_spec = out_spec
+
+    def forward(self, *inputs: Any) -> Any:
+        out = self.compiled(*inputs)
+        flat = list(out) if isinstance(out, (tuple, list)) else [out]
+        if self.out_spec is not None:
+            return pytree.tree_unflatten(flat, self.out_spec)
+        return flat[0] if len(flat) == 1 else tuple(flat)
 
 
 def _as_options_dict(opts: CompileOptions) -> dict[str, Any]:
@@ -150,6 +187,33 @@ def calibrate(top_or_model: TopGraph | torch.nn.Module, data: Any, method: str =
     """
     from torch_tpu.quant import calibrate as _calibrate
 
+    top_or_model, data = _top_and_data(top_or_model, data, example_inputs, "calibrate")
+    return _calibrate(top_or_model, data, method=method, num_samples=num_samples, tune_num=tune_num,
+                      progress=progress, **kwargs)
+
+
+def round_weights(top_or_model: TopGraph | torch.nn.Module, data: Any, num_samples: int = 64, *,
+                  example_inputs: Sequence[Any] | None = None, progress: bool = True, **kwargs: Any) -> TopGraph:
+    """Data-aware int8 weight rounding (GPTQ-style error feedback) -> a new :class:`TopGraph` whose weights lie
+    on the INT8 lowering's grid (:mod:`torch_tpu.quant.rounding`). Calibrate and deploy the returned graph.
+
+    ``top_or_model`` and ``data`` as for :func:`calibrate`; ``kwargs``: ``damp``, ``block``.
+
+    Example:
+        >>> top = torch_tpu.round_weights(model, images[:64], example_inputs=(x,))          # doctest: +SKIP
+        >>> program = torch_tpu.deploy(top, precision="int8",
+        ...                            calibration_table=torch_tpu.calibrate(top, images))  # doctest: +SKIP
+    """
+    from torch_tpu.quant.rounding import round_weights as _round_weights
+
+    top, data = _top_and_data(top_or_model, data, example_inputs, "round_weights")
+    return _round_weights(top, data, num_samples=num_samples, progress=progress, **kwargs)
+
+
+def _top_and_data(top_or_model: TopGraph | torch.nn.Module, data: Any, example_inputs: Sequence[Any] | None,
+                  what: str) -> tuple[TopGraph, Any]:
+    """The TOP graph (a module is transformed with ``example_inputs`` or the first data item) and the data (an
+    image folder read with the graph's preprocessing config)."""
     if isinstance(top_or_model, torch.nn.Module):
         if example_inputs is None:
             data = list(data) if not isinstance(data, (str, os.PathLike)) else data
@@ -157,12 +221,11 @@ def calibrate(top_or_model: TopGraph | torch.nn.Module, data: Any, method: str =
                 first = data[0]
                 example_inputs = tuple(first) if isinstance(first, (tuple, list)) else (first,)
             else:
-                raise ConfigError("calibrate(nn.Module) needs example_inputs")
+                raise ConfigError(f"{what}(nn.Module) needs example_inputs")
         top_or_model = transform(top_or_model, example_inputs)
     if isinstance(data, (str, os.PathLike)) and _has_images(Path(data)):
         data = _image_folder(top_or_model, Path(data))
-    return _calibrate(top_or_model, data, method=method, num_samples=num_samples, tune_num=tune_num,
-                      progress=progress, **kwargs)
+    return top_or_model, data
 
 
 _IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp")

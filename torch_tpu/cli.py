@@ -101,6 +101,17 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_round_weights(args: argparse.Namespace) -> int:
+    import torch_tpu
+    from torch_tpu.graph.top import load_top
+
+    top = torch_tpu.round_weights(load_top(args.top), args.data, num_samples=args.input_num)
+    pt2 = top.save(args.output)
+    print(f"wrote {pt2} (int8 weights rounded with error feedback over {args.input_num} samples; "
+          "calibrate and deploy this graph)")
+    return 0
+
+
 def _cmd_deploy(args: argparse.Namespace) -> int:
     import torch_tpu
     from torch_tpu.graph.top import load_top
@@ -180,6 +191,14 @@ def build_parser() -> argparse.ArgumentParser:
     k.add_argument("--tune-num", type=int, default=5)
     k.add_argument("-o", "--output", required=True, help="calibration table path")
     k.set_defaults(fn=_cmd_calibrate)
+
+    w = sub.add_parser("round-weights", help="TOP graph + data folder -> TOP graph with data-aware int8 weight "
+                                             "rounding (GPTQ-style)")
+    w.add_argument("top", help="a TOP graph .pt2 written by transform")
+    w.add_argument("--data", required=True, help="folder of .npy/.npz samples or images, as for calibrate")
+    w.add_argument("--input-num", type=int, default=64)
+    w.add_argument("-o", "--output", required=True, help="output path without suffix")
+    w.set_defaults(fn=_cmd_round_weights)
 
     q = sub.add_parser("qtable", help="mixed precision: the fewest float layers reaching an output cosine")
     q.add_argument("top", help="a TOP graph .pt2")

@@ -12,42 +12,12 @@ from torch_tpu.lowering.driver import lower
 from torch_tpu.lowering.int8_driver import float_value_names
 from torch_tpu.quant.simulate import cosine, run_fake_quant
 
-
-class DigitsNet(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.features = nn.Sequential(
-            nn.Conv2d(1, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(),
-            nn.Conv2d(8, 16, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-            nn.Conv2d(16, 16, 3, padding=1), nn.ReLU())
-        self.head = nn.Linear(16 * 16, 10)
-
-    def forward(self, x):
-        return self.head(torch.flatten(self.features(x), 1))
-
-
-def _digits():
-    from sklearn.datasets import load_digits
-    d = load_digits()
-    x = torch.tensor(d.images, dtype=torch.float32).unsqueeze(1) / 16.0
-    y = torch.tensor(d.target)
-    g = torch.Generator().manual_seed(0)
-    perm = torch.randperm(len(y), generator=g)
-    x, y = x[perm], y[perm]
-    return (x[:1400], y[:1400]), (x[1400:], y[1400:])
+from .helpers import digits, trained_digits_net
 
 
 def test_digits_cnn_int8_accuracy_within_half_a_point():
-    torch.manual_seed(0)
-    (xtr, ytr), (xte, yte) = _digits()
-    model = DigitsNet()
-    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
-    for _epoch in range(8):
-        for i in range(0, len(ytr), 64):
-            opt.zero_grad()
-            nn.functional.cross_entropy(model(xtr[i:i + 64]), ytr[i:i + 64]).backward()
-            opt.step()
-    model.eval()
+    (xtr, ytr), (xte, yte) = digits()
+    model = trained_digits_net(xtr, ytr)
     n = len(yte)          # the TOP graph has a static batch: the whole test set, calibration on training batches
     top = torch_tpu.transform(model, (xte,))
     table = torch_tpu.calibrate(top, [xtr[:n], xtr[n:2 * n]], method="kl", num_samples=2, tune_num=0,
