@@ -26,13 +26,18 @@ for a bare threshold ``T``):
   weight (a constant of ≥ 2 dims reached from a ``get_attr`` through range-preserving ops) is read
   per output channel ``c`` as ``fq(w_c, max|w_c| / 127)`` (the output-channel axis per op is the table
   :data:`~torch_tpu.quant.simulate.WEIGHT_AXIS`; other ≥ 2-D constants per tensor); 1-D constants (biases) stay float (an int32
-  bias is exact to ``s_in · s_w / 2``); the output is ``fq(y, s_y, zp_y)``;
+  bias is exact to ``s_in · s_w / 2``); the output is ``fq(y, s_y, zp_y)``, except where the INT8
+  lowering never rounds it to int8: a producer fused with its activation
+  (:func:`~torch_tpu.quant.simulate.fusible_pair`: relu / relu6 / clip, whose output is then
+  ``fq``'d on its own entry, or a curved activation, which reads the producer's value unrounded) and a
+  conv / linear / matmul read only by the graph output
+  (:func:`~torch_tpu.quant.simulate.float_outputs`, dequantized straight to f32);
 * ``L`` in float (F32): inputs and weights as they come (an int8 producer's output arrives already on
   its grid, i.e. dequantized), output unquantized; in BF16, inputs, weights and the output are
   rounded to bfloat16.
 
 With no layer in float this is :func:`~torch_tpu.quant.simulate.run_fake_quant` with per-output-channel
-weights; with every layer in float it is the float graph.
+weights and without the entries of those unrounded values; with every layer in float it is the float graph.
 
 **Sensitivity** (TPU-MLIR's ``run_sensitive_layer`` idea): for each layer ``L``, only ``L`` in int8
 (all others float), score ``cos(L) = mean over samples of mean over float outputs of
@@ -65,7 +70,8 @@ from torch_tpu.graph.names import stable_name
 from torch_tpu.quant.calibrate import as_inputs, graph_module
 from torch_tpu.quant.propagate import is_activation, preserving_input
 from torch_tpu.quant.qscheme import ActivationSpec
-from torch_tpu.quant.simulate import fake_quant_activation, fake_quant_weight, output_similarity, run_env, weight_axis
+from torch_tpu.quant.simulate import (fake_quant_activation, fake_quant_weight, float_outputs, fused_producers,
+                                     fusible_pair, output_similarity, run_env, weight_axis)
 from torch_tpu.quant.tables import CalibrationTable, QTable
 
 Outputs = list[tuple[torch.Tensor, ...]]
@@ -121,6 +127,7 @@ class _LayerPlan:
     quant_inputs: dict[fx.Node, ActivationSpec]   # activation input -> its table entry (or threshold)
     weights: dict[fx.Node, int | None]            # weight-carrying input (get_attr or its view) -> axis
     out_threshold: ActivationSpec | None
+    fused_input: fx.Node | None = None            # the producer this layer (a curved activation) fuses into
 
 
 class SimulationEvaluator:
@@ -155,6 +162,11 @@ class SimulationEvaluator:
         self.index = {n: i for i, n in enumerate(self.nodes)}
         self.placeholders = [n for n in self.nodes if n.op == "placeholder"]
         self.plans: dict[str, _LayerPlan] = {}
+        # never int8 in the lowering when their layer is int8: a fused producer's own output and a float-output
+        # MAC's (quant/simulate.py: fusible_pair, float_outputs)
+        unquantized = fused_producers(self.gm) | float_outputs(self.gm)
+        #: a bounds activation (relu / clip, not a layer) fused into an int8 producer: its output is int8
+        self._fused_acts: dict[fx.Node, tuple[str, ActivationSpec]] = {}
         for n in self.nodes:
             if not is_layer(n):
                 continue
@@ -168,7 +180,17 @@ class SimulationEvaluator:
                 elif is_activation(arg) and stable_name(arg) in thresholds:
                     quant_inputs[arg] = thresholds[stable_name(arg)]
             name = stable_name(n)
-            self.plans[name] = _LayerPlan(n, name, quant_inputs, weights, thresholds.get(name))
+            out_t = None if n in unquantized else thresholds.get(name)
+            self.plans[name] = _LayerPlan(n, name, quant_inputs, weights, out_t)
+        for name, plan in self.plans.items():
+            act = fusible_pair(plan.node)
+            if act is None:
+                continue
+            act_plan = next((p for p in self.plans.values() if p.node is act), None)
+            if act_plan is not None:
+                act_plan.fused_input = plan.node
+            elif act not in unquantized and stable_name(act) in thresholds:
+                self._fused_acts[act] = (name, thresholds[stable_name(act)])
         self.layers = list(self.plans)
         self._by_node = {p.node: p for p in self.plans.values()}
         self._float_envs = [run_env(self.gm, s) for s in self.samples]
@@ -220,12 +242,18 @@ class SimulationEvaluator:
                                               f"is not a call_function; the TOP graph should be flat")
                 plan = self._by_node.get(n)
                 if plan is None:
-                    env[n] = n.target(*fx.node.map_arg(n.args, value), **fx.node.map_arg(n.kwargs, value))
+                    out = n.target(*fx.node.map_arg(n.args, value), **fx.node.map_arg(n.kwargs, value))
+                    fused = self._fused_acts.get(n)
+                    if fused is not None and fused[0] not in float_layers:
+                        out = fake_quant_activation(out, fused[1])
+                    env[n] = out
                     continue
                 int8 = plan.name not in float_layers
                 subst: dict[fx.Node, Any] = {}
                 if int8:
                     for x, t in plan.quant_inputs.items():
+                        if x is plan.fused_input and stable_name(x) not in float_layers:
+                            continue            # fused: the producer's accumulator feeds the table directly
                         subst[x] = fake_quant_activation(value(x), t)
                     for w, axis in plan.weights.items():
                         subst[w] = self._qweight(w, value(w), axis)
