@@ -85,12 +85,13 @@ ZOO_CASES = [
     pytest.param("vit_tiny_patch16_224", marks=_SLOW),
     pytest.param("efficientnet_b0", marks=[_SLOW, pytest.mark.xfail(
         strict=False, reason="int8 vs f32 cosine 0.954 on eval sample 0 (about 0.99 on sample 1; 0.979 mean, "
-        "0.956 worst over 10 held-out inputs). Sample 0 exceeds the 16-sample calibrated max by up to 1.9x from "
+        "0.952 worst over 10 held-out inputs). Sample 0 exceeds the 16-sample calibrated max by up to 1.9x from "
         "stage 6 on; with every threshold widened to cover it the same fake-quant simulation reaches 0.990, so "
-        "what fails is calibration coverage, not int8 resolution. Widening only the squeeze-excite tensors gives "
-        "0.969, only stages >= 7 0.966; no threshold method gets there (kl 0.956, kl asymmetric 0.958, mse "
-        "0.962, percentile 0.958, max 0.952, kl + tune 5 0.956, 10-input runs). The conv + silu / sigmoid fusion "
-        "(tpu.conv2d_lut_int8, 16-bit pre-activation) moved sample 0 from 0.9515 to 0.9540")]),
+        "what fails is calibration coverage of this random-weight net, not int8 resolution. No static scheme "
+        "gets there: kl 0.956, mse 0.962-0.965, percentile 0.958, max 0.952, asymmetric 0.956, kl + GPTQ weight "
+        "rounding 0.953, kl with 64 / 128 calibration inputs 0.982 / 0.979 (worst of 10: 0.978 / 0.977), "
+        "squeeze-excite layers in F32 0.960, a searched qtable (20 layers float) 0.957; torchao PT2E on the same "
+        "inputs: X86InductorQuantizer 0.962 (worst 0.962), XNNPACK per-channel 0.960")]),
 ]
 N_CAL, N_EVAL = 16, 2
 
