@@ -157,6 +157,10 @@ def test_bad_arguments_and_data_name_the_problem():
         round_weights(top, [], progress=False)
     with pytest.raises(CalibrationError, match="sample 0: 2 tensor"):
         round_weights(top, [(torch.randn(1, 3, 8, 8), torch.randn(1))], progress=False)
+    bad = torch.randn(1, 3, 8, 8)
+    bad[0, 0, 0, 0] = float("nan")
+    with pytest.raises(CalibrationError, match=r"layer 'conv' .*not finite"):
+        round_weights(top, [bad], progress=False)
 
 
 def test_compile_with_weight_rounding_runs_the_rounded_graph():

@@ -265,7 +265,14 @@ def round_weights(top: Any, data: Iterable[Any], num_samples: int = 64, *, damp:
             continue
         target = by_name[layer.weight.name].target
         w = attr_value(new_gm, target)
-        q, s = gptq_round(weight_matrix(layer, w), hs[layer.node], damp=damp, block=block)
+        h = hs[layer.node]
+        if not bool(torch.isfinite(h).all()):
+            raise CalibrationError(f"round_weights: layer '{layer.name}' ({layer.node.target}): its inputs were "
+                                   "not finite (NaN or Inf) on the data")
+        try:
+            q, s = gptq_round(weight_matrix(layer, w), h, damp=damp, block=block)
+        except CalibrationError as e:
+            raise CalibrationError(f"{e} (layer '{layer.name}', {layer.node.target})") from None
         rounded = _from_matrix(layer, q * s[..., None], w)
         _set_attr(new_gm, target, rounded)
     if top is gm:
