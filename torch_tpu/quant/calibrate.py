@@ -124,15 +124,25 @@ def observe(top: Any, data: Iterable[Any], num_samples: int = 100, *, keep: int 
         if name is not None and isinstance(value, torch.Tensor):
             obs.update(name, value, histogram=name in sources)
 
+    kept, count = run_samples(gm, data, num_samples, hook, keep=keep, progress=progress)
+    return obs, kept, count
+
+
+def run_samples(gm: fx.GraphModule, data: Iterable[Any], num_samples: int, hook: Any, *, keep: int = 0,
+                progress: bool = True, desc: str = "calibrate", who: str = "calibrate",
+                sample: str = "calibration sample") -> tuple[list[tuple[torch.Tensor, ...]], int]:
+    """Run up to ``num_samples`` items of ``data`` through ``gm`` with a :func:`run_named` ``hook`` (nothing is
+    recorded); returns ``(the first keep samples, number run)``. Errors name the sample (``sample``) and the
+    step (``who``); ``desc`` labels the progress bar."""
     kept: list[tuple[torch.Tensor, ...]] = []
     count = 0
     n_inputs = sum(1 for n in gm.graph.nodes if n.op == "placeholder")
-    bar = tqdm(total=num_samples, desc="calibrate", disable=not progress)
+    bar = tqdm(total=num_samples, desc=desc, disable=not progress)
     try:
         for i, item in enumerate(itertools.islice(data, num_samples)):
             inputs = as_inputs(item, i)
             if len(inputs) != n_inputs:
-                raise CalibrationError(f"calibration sample {i}: {len(inputs)} tensor(s) for a graph with "
+                raise CalibrationError(f"{sample} {i}: {len(inputs)} tensor(s) for a graph with "
                                        f"{n_inputs} input(s)")
             run_named(gm, *inputs, keep=lambda n: False, hook=hook)
             if len(kept) < keep:
@@ -142,8 +152,8 @@ def observe(top: Any, data: Iterable[Any], num_samples: int = 100, *, keep: int 
     finally:
         bar.close()
     if count == 0:
-        raise CalibrationError("calibrate: the data gave no samples")
-    return obs, kept, count
+        raise CalibrationError(f"{who}: the data gave no samples")
+    return kept, count
 
 
 def statistics_tensors(gm: fx.GraphModule, groups: Sequence[ScaleGroup]) -> dict[str, str]:

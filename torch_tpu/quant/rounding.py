@@ -30,7 +30,6 @@ Example:
 from __future__ import annotations
 
 import copy
-import itertools
 import os
 from dataclasses import dataclass
 from typing import Any, Iterable
@@ -41,9 +40,8 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from torch_tpu.fixed_point import scale_from_threshold
-from torch_tpu.graph.meta import run_named
 from torch_tpu.graph.names import stable_name
-from torch_tpu.quant.calibrate import as_inputs, graph_module, load_samples
+from torch_tpu.quant.calibrate import graph_module, load_samples, run_samples
 from torch_tpu.quant.observers import CalibrationError
 
 aten = torch.ops.aten
@@ -160,22 +158,8 @@ def hessians(gm: fx.GraphModule, layers: list[RoundingLayer], data: Iterable[Any
                 h = 2 * torch.bmm(u, u.transpose(1, 2))
                 hs[layer.node] = h if layer.node not in hs else hs[layer.node].add_(h)
 
-    n_inputs = sum(1 for n in gm.graph.nodes if n.op == "placeholder")
-    count = 0
-    bar = tqdm(total=num_samples, desc="round weights: statistics", disable=not progress)
-    try:
-        for i, item in enumerate(itertools.islice(data, num_samples)):
-            inputs = as_inputs(item, i)
-            if len(inputs) != n_inputs:
-                raise CalibrationError(f"round_weights: sample {i}: {len(inputs)} tensor(s) for a graph with "
-                                       f"{n_inputs} input(s)")
-            run_named(gm, *inputs, keep=lambda n: False, hook=hook)
-            count += 1
-            bar.update(1)
-    finally:
-        bar.close()
-    if count == 0:
-        raise CalibrationError("round_weights: the data gave no samples")
+    _, count = run_samples(gm, data, num_samples, hook, progress=progress, desc="round weights: statistics",
+                           who="round_weights", sample="round_weights: sample")
     return hs, count
 
 
