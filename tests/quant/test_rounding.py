@@ -104,7 +104,7 @@ def test_rounded_graph_lies_on_the_lowering_grid_and_is_a_copy():
         assert (q_new.double() - q_old.double()).abs().max() <= 127
         changed += int(not torch.equal(q_new, q_old))
     assert changed >= 3                                  # error feedback moved some weights off nearest
-    assert rounded.meta["weight_rounding"] == "gptq"
+    assert rounded.meta["weight_rounding"] == "gptq" and rounded.meta["weight_rounding_nearest"] == []
     # the rounded float graph and its int8 lowering run and stay close to the source model
     table = torch_tpu.calibrate(rounded, data, num_samples=8, tune_num=0, progress=False)
     tpu = lower(rounded.gm, "bm1684x", "int8", calibration_table=table)
@@ -149,9 +149,22 @@ def test_trained_digits_cnn_gains_sqnr_from_rounding():
     assert abs(full["gptq"][1] - acc_f32) <= 0.5
 
 
+def test_layers_too_wide_keep_nearest_rounding(caplog):
+    torch.manual_seed(0)
+    data = [torch.randn(1, 3, 8, 8) for _ in range(4)]
+    top = torch_tpu.transform(_Layers().eval(), (data[0],))
+    with caplog.at_level("WARNING"):
+        rounded = round_weights(top, data, max_inputs=27, progress=False)   # conv 27, dw 9, conv1d 24 inputs
+    wide = rounded.meta["weight_rounding_nearest"]
+    assert wide == ["grouped", "fc"] and "keep round-to-nearest" in caplog.text
+    for layer in rounding_layers(top.gm):
+        w_old, w_new = attr_value(top.gm, layer.weight.target), attr_value(rounded.gm, layer.weight.target)
+        assert torch.equal(w_old, w_new) == (layer.name in wide)
+
+
 def test_bad_arguments_and_data_name_the_problem():
     top = torch_tpu.transform(_Layers().eval(), (torch.randn(1, 3, 8, 8),))
-    with pytest.raises(CalibrationError, match="num_samples, damp and block"):
+    with pytest.raises(CalibrationError, match="num_samples, damp, block and max_inputs"):
         round_weights(top, [torch.randn(1, 3, 8, 8)], num_samples=0)
     with pytest.raises(CalibrationError, match="no samples"):
         round_weights(top, [], progress=False)

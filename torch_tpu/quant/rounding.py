@@ -17,7 +17,8 @@ so comparing it with the source model shows the weight error alone.
 What is rounded (:func:`rounding_layers`): weights (``get_attr`` constants with one reader) of 1-D/2-D
 convolutions (not transposed; per group for grouped and depthwise ones), ``addmm``/``mm``/``linear`` and 2-D
 ``matmul`` weights. ``H`` is accumulated over the data, streaming (memory: one ``K x K`` matrix per layer,
-``K`` = inputs per output channel), from the float graph's own activations. Details of the solve: columns
+``K`` = inputs per output channel; layers with ``K`` above ``max_inputs``, 8192 by default, keep
+round-to-nearest), from the float graph's own activations. Details of the solve: columns
 in decreasing ``diag(H)`` order, damping ``damp · mean(diag H)`` (raised tenfold, up to three times, if the
 Cholesky factorisation fails), lazy block updates of ``block`` columns.
 
@@ -30,6 +31,8 @@ Example:
 from __future__ import annotations
 
 import copy
+import logging
+import math
 import os
 from dataclasses import dataclass
 from typing import Any, Iterable
@@ -50,6 +53,11 @@ aten = torch.ops.aten
 QMAX_W = 127
 DEFAULT_DAMP = 0.01
 DEFAULT_BLOCK = 128
+#: layers with more inputs per output channel keep round-to-nearest: ``H`` alone is ``K² · 4`` bytes (256 MiB
+#: at 8192) and the solve grows as ``K³`` (vgg's first fc, ``K = 25088``: 2.5 GB and hours)
+DEFAULT_MAX_INPUTS = 8192
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -125,6 +133,14 @@ def _columns(layer: RoundingLayer, x: torch.Tensor) -> torch.Tensor:
     if layer.kind == "conv":
         return _conv_columns(layer, x)
     return x.reshape(-1, x.shape[-1]).T.unsqueeze(0)
+
+
+def inputs_per_channel(layer: RoundingLayer) -> int:
+    """``K``: the inputs one output channel of the layer reads (per group), the size of its ``H``."""
+    shape = tuple(layer.weight.meta["val"].shape)
+    if layer.kind == "kn":
+        return shape[0]
+    return math.prod(shape[1:])
 
 
 def weight_matrix(layer: RoundingLayer, w: torch.Tensor) -> torch.Tensor:
@@ -221,7 +237,7 @@ def gptq_round(w: torch.Tensor, h: torch.Tensor, *, damp: float = DEFAULT_DAMP,
 
 
 def round_weights(top: Any, data: Iterable[Any], num_samples: int = 64, *, damp: float = DEFAULT_DAMP,
-                  block: int = DEFAULT_BLOCK, progress: bool = True) -> Any:
+                  block: int = DEFAULT_BLOCK, max_inputs: int = DEFAULT_MAX_INPUTS, progress: bool = True) -> Any:
     """A copy of ``top`` whose weights are rounded onto the int8 grid with error feedback (module doc).
 
     Args:
@@ -230,17 +246,25 @@ def round_weights(top: Any, data: Iterable[Any], num_samples: int = 64, *, damp:
         num_samples: how many samples feed the input statistics.
         damp: relative damping of ``H`` (fraction of its mean diagonal).
         block: columns per lazy update block.
+        max_inputs: layers with more inputs per output channel (per group) keep round-to-nearest (logged, and
+            listed in the result's ``meta["weight_rounding_nearest"]``).
 
     Returns:
         The new graph; ``top`` is not changed. A layer whose reader never ran keeps its weights.
     """
-    if num_samples <= 0 or damp <= 0 or block <= 0:
-        raise CalibrationError(f"round_weights: num_samples, damp and block must be > 0 "
-                               f"(got {num_samples}, {damp}, {block})")
+    if num_samples <= 0 or damp <= 0 or block <= 0 or max_inputs <= 0:
+        raise CalibrationError(f"round_weights: num_samples, damp, block and max_inputs must be > 0 "
+                               f"(got {num_samples}, {damp}, {block}, {max_inputs})")
     gm = graph_module(top)
     if isinstance(data, (str, os.PathLike)):
         data = load_samples(data, [stable_name(n) for n in gm.graph.nodes if n.op == "placeholder"])
-    layers = rounding_layers(gm)
+    layers, too_wide = [], []
+    for layer in rounding_layers(gm):
+        k = inputs_per_channel(layer)
+        (too_wide if k > max_inputs else layers).append(layer)
+    if too_wide:
+        log.warning("round_weights: %d layer(s) with more than %d inputs per output channel keep round-to-nearest "
+                    "weights: %s", len(too_wide), max_inputs, ", ".join(x.name for x in too_wide))
     hs, _ = hessians(gm, layers, data, num_samples, progress=progress)
     new_gm = copy.deepcopy(gm)
     by_name = {n.name: n for n in new_gm.graph.nodes}
@@ -263,7 +287,7 @@ def round_weights(top: Any, data: Iterable[Any], num_samples: int = 64, *, damp:
         return new_gm
     out = copy.copy(top)
     out.gm = new_gm
-    out.meta = {**top.meta, "weight_rounding": "gptq"}
+    out.meta = {**top.meta, "weight_rounding": "gptq", "weight_rounding_nearest": [x.name for x in too_wide]}
     return out
 
 
