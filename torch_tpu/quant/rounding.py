@@ -42,7 +42,7 @@ import torch.fx as fx
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from torch_tpu.fixed_point import scale_from_threshold
+from torch_tpu.fixed_point import round_float, scale_from_threshold
 from torch_tpu.graph.names import stable_name
 from torch_tpu.quant.calibrate import graph_module, load_samples, run_samples
 from torch_tpu.quant.observers import CalibrationError
@@ -216,7 +216,7 @@ def gptq_round(w: torch.Tensor, h: torch.Tensor, *, damp: float = DEFAULT_DAMP,
     u = _upper_inverse_factor(hp, damp)
     # the column of each row's largest weight (after the permutation): kept at its nearest value
     keep_col = torch.gather(inv_perm, 1, w.abs().argmax(-1))      # [G, O]
-    keep_val = torch.round(torch.gather(w64, 2, w.abs().argmax(-1, keepdim=True))[..., 0] / s64).to(torch.float32)
+    keep_val = round_float(torch.gather(w64, 2, w.abs().argmax(-1, keepdim=True))[..., 0] / s64).to(torch.float32)
     q = torch.empty_like(wp)
     for i1 in range(0, k, block):
         i2 = min(i1 + block, k)
@@ -225,7 +225,7 @@ def gptq_round(w: torch.Tensor, h: torch.Tensor, *, damp: float = DEFAULT_DAMP,
         u1 = u[:, i1:i2, i1:i2]
         for j in range(i2 - i1):
             col = w1[:, :, j]
-            qc = torch.round(col / s).clamp_(-QMAX_W, QMAX_W)
+            qc = round_float(col / s).clamp_(-QMAX_W, QMAX_W)
             qc = torch.where(keep_col == i1 + j, keep_val, qc)
             q[:, :, i1 + j] = qc
             err = (col - qc * s) / u1[:, j, j][:, None]
