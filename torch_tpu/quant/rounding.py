@@ -171,8 +171,10 @@ def hessians(gm: fx.GraphModule, layers: list[RoundingLayer], data: Iterable[Any
         for layer in readers.get(node, ()):
             if isinstance(value, torch.Tensor) and value.is_floating_point():
                 u = _columns(layer, value)
-                h = 2 * torch.bmm(u, u.transpose(1, 2))
-                hs[layer.node] = h if layer.node not in hs else hs[layer.node].add_(h)
+                if layer.node in hs:
+                    hs[layer.node].baddbmm_(u, u.transpose(1, 2), alpha=2)
+                else:
+                    hs[layer.node] = torch.bmm(u, u.transpose(1, 2)).mul_(2)
 
     _, count = run_samples(gm, data, num_samples, hook, progress=progress, desc="round weights: statistics",
                            who="round_weights", sample="round_weights: sample")
