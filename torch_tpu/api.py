@@ -197,7 +197,7 @@ def round_weights(top_or_model: TopGraph | torch.nn.Module, data: Any, num_sampl
     """Data-aware int8 weight rounding (GPTQ-style error feedback) -> a new :class:`TopGraph` whose weights lie
     on the INT8 lowering's grid (:mod:`torch_tpu.quant.rounding`). Calibrate and deploy the returned graph.
 
-    ``top_or_model`` and ``data`` as for :func:`calibrate`; ``kwargs``: ``damp``, ``block``.
+    ``top_or_model`` and ``data`` as for :func:`calibrate`; ``kwargs``: ``damp``, ``block``, ``max_inputs``.
 
     Example:
         >>> top = torch_tpu.round_weights(model, images[:64], example_inputs=(x,))          # doctest: +SKIP

@@ -182,17 +182,16 @@ class SimulationEvaluator:
             name = stable_name(n)
             out_t = None if n in unquantized else thresholds.get(name)
             self.plans[name] = _LayerPlan(n, name, quant_inputs, weights, out_t)
+        self.layers = list(self.plans)
+        self._by_node = {p.node: p for p in self.plans.values()}
         for name, plan in self.plans.items():
             act = fusible_pair(plan.node)
             if act is None:
                 continue
-            act_plan = next((p for p in self.plans.values() if p.node is act), None)
-            if act_plan is not None:
-                act_plan.fused_input = plan.node
+            if act in self._by_node:
+                self._by_node[act].fused_input = plan.node
             elif act not in unquantized and stable_name(act) in thresholds:
                 self._fused_acts[act] = (name, thresholds[stable_name(act)])
-        self.layers = list(self.plans)
-        self._by_node = {p.node: p for p in self.plans.values()}
         self._float_envs = [run_env(self.gm, s) for s in self.samples]
         out_node = next(n for n in reversed(self.nodes) if n.op == "output")
         self.reference: Outputs = [_flat(fx.node.map_arg(out_node.args[0], env.__getitem__))
